@@ -1,0 +1,5 @@
+import sys
+
+from odstack.cli import main
+
+sys.exit(main())

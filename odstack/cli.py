@@ -1,0 +1,60 @@
+"""``python -m odstack MODE key=value ...``: the one command-line grammar of every stage.
+
+User mistakes (OdstackError) print one clear message and exit non-zero, without a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+from odstack import settings
+from odstack.errors import OdstackError
+from odstack.log import LOGGER, setup_logging
+
+
+def _data(args: list[str]) -> None:
+    from odstack.data.convert import DataSettings, convert
+
+    convert(settings.build(DataSettings, "data", args))
+
+
+MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "data": (_data, "annotated dataset -> TFRecords + label_map.pbtxt + report"),
+}
+
+USAGE = """usage: python -m odstack MODE [key=value ...]
+
+modes:
+{modes}
+
+'python -m odstack MODE --help' lists a mode's settings and defaults."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    setup_logging()
+    modes = "\n".join(f"  {name:<8} {text}" for name, (_, text) in MODES.items())
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE.format(modes=modes))
+        return 0
+    mode, args = argv[0], argv[1:]
+    if mode not in MODES:
+        import difflib
+
+        close = difflib.get_close_matches(mode, MODES, n=1)
+        print(f"odstack: unknown mode {mode!r}" + (f"; did you mean {close[0]!r}?" if close else ""),
+              file=sys.stderr)
+        print(USAGE.format(modes=modes), file=sys.stderr)
+        return 2
+    if any(a in ("-h", "--help") for a in args):
+        print(f"usage: python -m odstack {mode} [key=value ...]\n\nsettings (defaults):\n{settings.describe(mode)}")
+        return 0
+    try:
+        MODES[mode][0](args)
+    except OdstackError as error:
+        LOGGER.error("odstack %s: error: %s", mode, error)
+        return error.exit_code
+    except KeyboardInterrupt:
+        LOGGER.error("odstack %s: interrupted; nothing was written", mode)
+        return 130
+    return 0

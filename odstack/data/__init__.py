@@ -1,0 +1,1 @@
+"""The data stage: annotated dataset -> TFRecords + label map + report."""

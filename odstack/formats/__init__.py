@@ -1,0 +1,55 @@
+"""Annotation formats: one module per format, all behind the same small interface.
+
+Each module ``odstack/formats/<name>.py`` defines:
+
+- ``NAME: str``                       its key (== module name == ``FORMAT=`` value)
+- ``DESCRIPTION: str``                one line for ``make help``/errors
+- ``detect(src: Path) -> bool``       does ``src`` look like this format? (file layout only, cheap)
+- ``read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]``
+                                      every image of the dataset with its boxes; item-level problems go
+                                      to ``issues`` (file + line/object), dataset-level ones raise
+                                      ``DatasetError``
+- ``labels(src: Path) -> list[str] | None``
+                                      the class names in the order the source declares them
+                                      (classes.txt, COCO categories, meta.json), or None
+
+Adding a format is adding one module and its name to ``FORMAT_NAMES``.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from odstack.errors import DatasetError
+
+FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo")
+
+
+def get(name: str) -> ModuleType:
+    """The format module called ``name``; a clear error listing the known ones otherwise."""
+    if name not in FORMAT_NAMES:
+        import difflib
+
+        close = difflib.get_close_matches(name, FORMAT_NAMES, n=1)
+        hint = f"did you mean FORMAT={close[0]}?" if close else "omit FORMAT to detect it automatically"
+        raise DatasetError(f"unknown format {name!r}; known formats: {', '.join(FORMAT_NAMES)}", hint=hint)
+    return importlib.import_module(f"odstack.formats.{name}")
+
+
+def detect(src: Path) -> str:
+    """The one format whose ``detect`` accepts ``src``; an error if none or several do."""
+    matches = [name for name in FORMAT_NAMES if get(name).detect(src)]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        raise DatasetError(
+            "no known annotation format found here",
+            where=str(src),
+            hint=f"set FORMAT= to one of {', '.join(FORMAT_NAMES)} (README lists the layout each expects)",
+        )
+    raise DatasetError(
+        f"several annotation formats match: {', '.join(matches)}",
+        where=str(src),
+        hint=f"choose one with FORMAT={matches[0]} (or another of those listed)",
+    )

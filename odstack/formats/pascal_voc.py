@@ -1,0 +1,323 @@
+"""Pascal VOC / LabelImg XML: one ``<annotation>`` file per image.
+
+Two layouts are read the same way, by walking every ``*.xml`` below ``src`` (sorted):
+
+- flat / LabelImg: ``annotations/*.xml`` + ``images/*.jpg`` (raccoon), or XML files next to the images
+  (Roboflow's VOC export puts them in ``train/``, ``valid/``, ``test/``);
+- VOC devkit: ``Annotations/`` + ``JPEGImages/`` + optional ``ImageSets/Main/{train,val,trainval,test}.txt``.
+
+Only the XML is parsed: images are never opened here (the converter decodes them once, later).
+"""
+from __future__ import annotations
+
+import math
+import os
+import xml.etree.ElementTree as ET
+from collections import deque
+from pathlib import Path, PureWindowsPath
+from typing import Iterator
+
+from odstack.errors import DatasetError
+from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+
+NAME = "pascal_voc"
+DESCRIPTION = "Pascal VOC / LabelImg XML (annotations/*.xml + images/, or VOC devkit Annotations/ + JPEGImages/)"
+
+
+class VocLayout:
+    """File names and tags of the VOC layout."""
+
+    SUFFIX = ".xml"
+    ROOT_TAG = "annotation"
+    ANNOTATIONS_DIR = "annotations"  # compared lower-case: VOC says Annotations, LabelImg users annotations
+    IMAGE_DIRS = ("images", "JPEGImages")
+    IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    IMAGESETS = ("ImageSets", "Main")
+    # (list file, subset), in priority order: an id in train.txt and trainval.txt stays "train".
+    # VOC's test list is our validation data; trainval only matters when train/val lists are absent.
+    SUBSET_LISTS = (("train", "train"), ("val", "val"), ("test", "val"), ("trainval", "train"))
+    # Roboflow-style split folders (first path component under src) when there is no ImageSets list.
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
+    DETECT_SAMPLE = 3  # XML files sniffed by detect()
+    DETECT_DEPTH = 3  # VOCdevkit/VOC2012/Annotations/*.xml is depth 2 below VOCdevkit
+    SKIP_DIRS = ("__MACOSX",)
+
+
+def detect(src: Path) -> bool:
+    """True if one of the first few XML files below ``src`` is a VOC ``<annotation>`` (cheap sniff)."""
+    src = Path(src)
+    if not src.is_dir():
+        return False
+    return any(_looks_like_voc(path) for path in _sample_xml(src))
+
+
+def labels(src: Path) -> list[str] | None:
+    """VOC declares no class list (names come from each <object>), so: None."""
+    return None
+
+
+def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
+    """Every annotated image below ``src``, one entry per XML file, in sorted path order."""
+    root = Path(os.path.abspath(src))
+    if not root.is_dir():
+        raise DatasetError("not a directory", where=str(src),
+                           hint="point SRC at the folder holding the .xml files (and images)")
+    xml_files = list(_walk(root))
+    if not xml_files:
+        raise DatasetError("no .xml annotation files found", where=str(src),
+                           hint="expected annotations/*.xml + images/ or VOC Annotations/ + JPEGImages/")
+    index = _DirIndex()
+    subsets: dict[Path, dict[str, str] | None] = {}
+    for xml_path in xml_files:
+        entry = _read_xml(xml_path, root, index, subsets, issues)
+        if entry is not None:
+            yield entry
+
+
+def _read_xml(xml_path: Path, root: Path, index: _DirIndex, subsets: dict, issues: IssueLog) -> ImageEntry | None:
+    rel = xml_path.relative_to(root).as_posix()
+    try:
+        tree = ET.parse(xml_path)
+    except ET.ParseError as error:
+        line, column = error.position
+        issues.skip_image(Reason.UNREADABLE_ANNOTATION, Location(rel, line=line),
+                          f"XML is not well-formed ({error}, column {column}); fix or remove this file")
+        return None
+    except (OSError, ValueError) as error:
+        issues.skip_image(Reason.UNREADABLE_ANNOTATION, Location(rel), f"cannot read XML: {error}")
+        return None
+    ann = tree.getroot()
+    if ann.tag != VocLayout.ROOT_TAG:
+        issues.skip_image(Reason.UNREADABLE_ANNOTATION, Location(rel),
+                          f"root element is <{ann.tag}>, not <annotation>: not a VOC file; remove it or "
+                          f"move it out of the dataset")
+        return None
+
+    image = _resolve_image(xml_path, root, ann, index)
+    name = _relative_name(image, root)
+    boxes = []
+    for number, obj in enumerate(ann.findall("object"), start=1):
+        box = _read_object(obj, Location(rel, item=f"object {number}"), name, issues)
+        if box is not None:
+            boxes.append(box)
+    return ImageEntry(image=image, name=name, boxes=boxes, where=Location(rel),
+                      declared_size=_declared_size(ann, rel, name, issues),
+                      subset=_subset(xml_path, root, subsets))
+
+
+def _read_object(obj: ET.Element, where: Location, image: str, issues: IssueLog) -> Box | None:
+    label = (obj.findtext("name") or "").strip()  # "" passes through: the converter reports empty labels
+    bndbox = obj.find("bndbox")
+    if bndbox is None:
+        shapes = ", ".join(sorted({child.tag for child in obj} - {"name", "pose", "truncated", "difficult",
+                                                                  "occluded", "part", "attributes"}))
+        issues.skip_box(Reason.UNSUPPORTED_SHAPE, where,
+                        f"object {label!r} has no <bndbox> ({shapes or 'no shape'}); only boxes are supported",
+                        image)
+        return None
+    values, bad = [], []
+    for tag in VocLayout.BOX_FIELDS:
+        text = bndbox.findtext(tag)
+        number = _float(text)
+        if number is None:
+            bad.append(f"{tag}={text!r}" if text is not None else f"{tag} missing")
+        values.append(number)
+    if bad:
+        issues.skip_box(Reason.INVALID_VALUE, where,
+                        f"object {label!r}: bad <bndbox> coordinates ({', '.join(bad)})", image)
+        return None
+    xmin, ymin, xmax, ymax = values
+    return Box(label, xmin, ymin, xmax, ymax, where=where,
+               difficult=_flag(obj.findtext("difficult")), truncated=_flag(obj.findtext("truncated")))
+
+
+def _declared_size(ann: ET.Element, rel: str, image: str, issues: IssueLog) -> tuple[int, int] | None:
+    size = ann.find("size")
+    if size is None:
+        return None
+    texts = (size.findtext("width"), size.findtext("height"))
+    numbers = [_float(text) for text in texts]
+    if None in numbers:
+        if any(text and text.strip() for text in texts):
+            issues.note(Reason.INVALID_VALUE, Location(rel, item="size"),
+                        f"ignored <size> width={texts[0]!r} height={texts[1]!r}; the image's own size is used",
+                        image)
+        return None
+    width, height = (int(round(n)) for n in numbers)
+    # LabelImg writes 0 x 0 when it could not read the image: that means "unknown", not a size.
+    return (width, height) if width > 0 and height > 0 else None
+
+
+def _resolve_image(xml_path: Path, root: Path, ann: ET.Element, index: _DirIndex) -> Path:
+    """First existing candidate of <filename> (then the basename of <path>) in the usual places.
+
+    Places, in order: the XML's own folder, a sibling images/ or JPEGImages/ folder, the dataset root
+    (and its images/ / JPEGImages/), the <folder> LabelImg records. For a folder called Annotations the
+    siblings come first, so a missing image is reported where it should have been (JPEGImages/).
+    """
+    xml_dir = xml_path.parent
+    siblings = [xml_dir.parent / d for d in VocLayout.IMAGE_DIRS]
+    dirs = siblings + [xml_dir] if xml_dir.name.lower() == VocLayout.ANNOTATIONS_DIR else [xml_dir] + siblings
+    dirs += [root] + [root / d for d in VocLayout.IMAGE_DIRS]
+    folder = (ann.findtext("folder") or "").strip()
+    if folder and "/" not in folder and "\\" not in folder and folder not in (".", ".."):
+        dirs += [xml_dir.parent / folder, root / folder]
+    dirs = list(dict.fromkeys(dirs))
+
+    names = []
+    filename = (ann.findtext("filename") or "").strip().replace("\\", "/")
+    if filename:
+        # An absolute <filename> is the annotator's machine: only its basename means anything here.
+        names += [filename.rsplit("/", 1)[-1]] if filename.startswith("/") or ":" in filename else [filename]
+        names.append(filename.rsplit("/", 1)[-1])
+    path_text = (ann.findtext("path") or "").strip()
+    if path_text:
+        names.append(PureWindowsPath(path_text).name)  # PureWindowsPath splits on both / and \
+    names = [n for n in dict.fromkeys(names) if n]
+
+    for candidate_name in names:
+        for directory in dirs:
+            candidate = _join(directory, candidate_name)
+            if index.exists(candidate):
+                return candidate
+    # Some tools write <filename> without extension, or none at all: match on the stem.
+    stems = [n for n in names if not Path(n).suffix] if names else [xml_path.stem]
+    for stem in stems:
+        for directory in dirs:
+            found = index.find_stem(directory, stem, VocLayout.IMAGE_EXTS)
+            if found is not None:
+                return found
+    return _join(dirs[0], names[0] if names else xml_path.stem + ".jpg")
+
+
+def _subset(xml_path: Path, root: Path, cache: dict[Path, dict[str, str] | None]) -> str | None:
+    """Split from the devkit's ImageSets/Main lists; else from a train/valid/test folder; else None."""
+    xml_dir = xml_path.parent
+    devkit = xml_dir.parent if xml_dir.name.lower() == VocLayout.ANNOTATIONS_DIR else xml_dir
+    if devkit not in cache:
+        cache[devkit] = _read_imagesets(devkit)
+    lists = cache[devkit]
+    if lists is not None:
+        return lists.get(xml_path.stem)
+    parts = xml_path.relative_to(root).parts
+    return VocLayout.SPLIT_DIRS.get(parts[0].lower()) if len(parts) > 1 else None
+
+
+def _read_imagesets(devkit: Path) -> dict[str, str] | None:
+    main = devkit.joinpath(*VocLayout.IMAGESETS)
+    found: dict[str, str] = {}
+    any_list = False
+    for list_name, subset in VocLayout.SUBSET_LISTS:
+        path = main / f"{list_name}.txt"
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except OSError:
+            continue
+        any_list = True
+        for line in text.splitlines():
+            fields = line.split()
+            if fields:
+                found.setdefault(fields[0], subset)
+    return found if any_list else None
+
+
+def _sample_xml(src: Path) -> Iterator[Path]:
+    """The first few XML files breadth-first (top folder first), never deeper than DETECT_DEPTH."""
+    queue, found = deque([(src, 0)]), 0
+    while queue and found < VocLayout.DETECT_SAMPLE:
+        directory, depth = queue.popleft()
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError:
+            continue
+        for entry in entries:
+            if _skipped(entry.name):
+                continue
+            if entry.is_dir() and depth < VocLayout.DETECT_DEPTH:
+                queue.append((Path(entry.path), depth + 1))
+            elif entry.name.lower().endswith(VocLayout.SUFFIX) and entry.is_file() and found < VocLayout.DETECT_SAMPLE:
+                found += 1
+                yield Path(entry.path)
+
+
+def _looks_like_voc(path: Path) -> bool:
+    """Root <annotation> with a <filename> or <object> child; parsing stops as soon as that is known."""
+    depth = 0
+    try:
+        for event, element in ET.iterparse(path, events=("start", "end")):
+            if event == "end":
+                depth -= 1
+                continue
+            depth += 1
+            if depth == 1 and element.tag != VocLayout.ROOT_TAG:
+                return False
+            if depth == 2 and element.tag in ("filename", "object"):
+                return True
+    except (ET.ParseError, OSError, ValueError):
+        return False
+    return False
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    """Every *.xml below root in sorted path order, skipping hidden folders and macOS junk."""
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
+        for filename in sorted(filenames):
+            if filename.lower().endswith(VocLayout.SUFFIX) and not _skipped(filename):
+                yield Path(directory, filename)
+
+
+def _skipped(name: str) -> bool:
+    return name.startswith(".") or name in VocLayout.SKIP_DIRS  # ._x.xml are AppleDouble files
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        value = float(text.strip())
+    except (AttributeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _flag(text: str | None) -> bool:
+    return (text or "").strip().lower() in ("1", "true", "yes")
+
+
+def _join(directory: Path, name: str) -> Path:
+    return Path(os.path.normpath(directory / name))
+
+
+def _relative_name(image: Path, root: Path) -> str:
+    """Image path relative to the dataset root; relative to its parent for a sibling images/ folder."""
+    for base in (root, root.parent):
+        try:
+            return image.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return image.name
+
+
+class _DirIndex:
+    """Cached folder listings: one scandir per folder instead of a stat per candidate path."""
+
+    def __init__(self) -> None:
+        self._listings: dict[Path, set[str]] = {}
+
+    def _names(self, directory: Path) -> set[str]:
+        if directory not in self._listings:
+            try:
+                self._listings[directory] = set(os.listdir(directory))
+            except OSError:
+                self._listings[directory] = set()
+        return self._listings[directory]
+
+    def exists(self, path: Path) -> bool:
+        return path.name in self._names(path.parent)
+
+    def find_stem(self, directory: Path, stem: str, exts: tuple[str, ...]) -> Path | None:
+        for name in sorted(self._names(directory)):
+            base, ext = os.path.splitext(name)
+            if base == stem and ext.lower() in exts:
+                return directory / name
+        return None

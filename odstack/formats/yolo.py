@@ -1,0 +1,246 @@
+"""YOLO (darknet / Ultralytics): one ``.txt`` per image, a line ``class cx cy w h`` (fractions) per box.
+
+Layouts (all may hold sub-folders below ``images/``):
+
+- darknet / LabelImg: ``images/`` + ``labels/`` + ``classes.txt`` or ``obj.names`` (top level or in labels/)
+- Ultralytics: ``images/{train,val}`` + ``labels/{train,val}`` + ``data.yaml`` (``names:`` list or dict)
+- Roboflow's Ultralytics export: ``{train,valid,test}/{images,labels}`` + ``data.yaml``
+
+An image's label file is its path with ``images`` replaced by ``labels`` and the suffix by ``.txt``
+(Ultralytics' rule). Images are never opened here.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from odstack.errors import DatasetError
+from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+
+NAME = "yolo"
+DESCRIPTION = "YOLO txt (darknet/Ultralytics): images/ + labels/*.txt + classes.txt, obj.names or data.yaml"
+
+
+class YoloLayout:
+    """Folder and file names of the YOLO layouts."""
+
+    IMAGES = "images"
+    LABELS = "labels"
+    LABEL_SUFFIX = ".txt"
+    # First found wins; data.yaml is the most explicit (ids may have gaps), LabelImg puts classes.txt in labels/.
+    NAMES_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names", "labels/classes.txt")
+    NOT_LABELS = ("classes.txt",)
+    IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    # Split folder -> subset; test is our validation data. Dict order = reading order of Roboflow folders.
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    FIELDS = 5  # class cx cy w h
+
+
+def detect(src: Path) -> bool:
+    """A labels/ folder (top level or in a split folder) with .txt files, next to images/ or a names file."""
+    src = Path(src)
+    if not src.is_dir():
+        return False
+    pairs = _pairs(src)
+    has_labels = any(_has_label_files(labels_dir) for _, labels_dir, _ in pairs)
+    has_images = any(images_dir.is_dir() for images_dir, _, _ in pairs)
+    return has_labels and (has_images or _names_file(src) is not None)
+
+
+def labels(src: Path) -> list[str] | None:
+    """Class names in id order, from data.yaml / classes.txt / obj.names."""
+    names, _ = _names(Path(src))
+    return [names[i] for i in sorted(names)]
+
+
+def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
+    """One entry per image file below images/ (sorted by name); no or an empty .txt is a negative."""
+    src = Path(os.path.abspath(src))
+    names, _ = _names(src)
+    pairs = [pair for pair in _pairs(src) if pair[0].is_dir()]
+    if not pairs:
+        raise DatasetError("no images/ folder found", where=str(src),
+                           hint="expected images/ + labels/, images/{train,val}/ + labels/{train,val}/, "
+                                "or {train,valid}/images/ + {train,valid}/labels/")
+    found = []  # (name, image, label file, subset)
+    expected_labels = set()
+    for images_dir, labels_dir, subset in pairs:
+        for image in _files(images_dir, YoloLayout.IMAGE_EXTS):
+            inner = image.relative_to(images_dir)
+            label = (labels_dir / inner).with_suffix(YoloLayout.LABEL_SUFFIX)
+            expected_labels.add(label)
+            # images/train/x.jpg: the first folder under images/ states the split
+            split = YoloLayout.SPLIT_DIRS.get(inner.parts[0].lower()) if len(inner.parts) > 1 else None
+            found.append((image.relative_to(src).as_posix(), image, label, subset or split))
+    if not found:
+        raise DatasetError("no image files found", where=str(src),
+                           hint=f"put the images ({', '.join(YoloLayout.IMAGE_EXTS)}) under images/")
+    _report_orphans(src, pairs, expected_labels, issues)
+    for name, image, label, subset in sorted(found, key=lambda f: f[0]):
+        entry = _read_labels(src, name, image, label, subset, names, issues)
+        if entry is not None:
+            yield entry
+
+
+def _read_labels(src: Path, name: str, image: Path, label: Path, subset: str | None,
+                 names: dict[int, str], issues: IssueLog) -> ImageEntry | None:
+    rel = label.relative_to(src).as_posix()
+    try:
+        data = label.read_bytes()
+    except FileNotFoundError:
+        return ImageEntry(image=image, name=name, boxes=[], where=Location(name), subset=subset)
+    except OSError as error:
+        issues.skip_image(Reason.UNREADABLE_ANNOTATION, Location(rel), f"cannot read label file: {error}", name)
+        return None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        issues.skip_image(Reason.UNREADABLE_ANNOTATION, Location(rel, line=line),
+                          f"not a text label file ({error.reason} at byte {error.start})", name)
+        return None
+    boxes = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        fields = line.split()
+        if fields:
+            box = _read_line(fields, Location(rel, line=number), names, name, issues)
+            if box is not None:
+                boxes.append(box)
+    return ImageEntry(image=image, name=name, boxes=boxes, where=Location(rel), subset=subset)
+
+
+def _read_line(fields: list[str], where: Location, names: dict[int, str], image: str,
+               issues: IssueLog) -> Box | None:
+    if len(fields) != YoloLayout.FIELDS:
+        if len(fields) >= 7 and len(fields) % 2 == 1:
+            # class x1 y1 x2 y2 x3 y3 ...: an Ultralytics segmentation polygon
+            issues.skip_box(Reason.UNSUPPORTED_SHAPE, where,
+                            f"polygon with {(len(fields) - 1) // 2} points; only 'class cx cy w h' boxes are "
+                            f"supported", image)
+        else:
+            issues.skip_box(Reason.INVALID_VALUE, where,
+                            f"{len(fields)} fields, expected 5 ('class cx cy w h')", image)
+        return None
+    values = [_float(text) for text in fields]
+    if None in values or not values[0].is_integer():
+        issues.skip_box(Reason.INVALID_VALUE, where,
+                        f"not numbers: {' '.join(fields)!r} (expected an integer class, then 4 fractions)", image)
+        return None
+    class_id, cx, cy, w, h = int(values[0]), *values[1:]
+    if class_id not in names:
+        issues.skip_box(Reason.UNKNOWN_LABEL, where,
+                        f"class id {class_id} is not in the class list (ids {min(names)}..{max(names)})", image)
+        return None
+    return Box(names[class_id], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where=where, normalized=True)
+
+
+def _report_orphans(src: Path, pairs: list, expected: set[Path], issues: IssueLog) -> None:
+    """A label file without its image is data lost: say so instead of dropping it silently."""
+    for _, labels_dir, _ in pairs:
+        for label in _files(labels_dir, (YoloLayout.LABEL_SUFFIX,)):
+            if label not in expected and label.name not in YoloLayout.NOT_LABELS:
+                rel = label.relative_to(src).as_posix()
+                issues.skip_image(Reason.MISSING_IMAGE, Location(rel),
+                                  "label file has no image with the same name under images/")
+
+
+def _pairs(src: Path) -> list[tuple[Path, Path, str | None]]:
+    """(images folder, labels folder, subset) of every layout; the folders may not exist."""
+    pairs = [(src / YoloLayout.IMAGES, src / YoloLayout.LABELS, None)]
+    for folder, subset in YoloLayout.SPLIT_DIRS.items():
+        if (src / folder).is_dir():
+            pairs.append((src / folder / YoloLayout.IMAGES, src / folder / YoloLayout.LABELS, subset))
+    return pairs
+
+
+def _names(src: Path) -> tuple[dict[int, str], Path]:
+    """{class id: name} from the first names file found; a missing/unusable one is a DatasetError."""
+    path = _names_file(src)
+    if path is None:
+        raise DatasetError("no class names file", where=str(src),
+                           hint="add classes.txt (one name per line, line 1 = class 0) or a data.yaml with "
+                                "'names: [...]'")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read class names: {error}", where=str(path),
+                           hint="save it as UTF-8 text") from error
+    if path.suffix in (".yaml", ".yml"):
+        names = _yaml_names(text, path)
+    else:
+        lines = [line.strip() for line in text.splitlines()]
+        while lines and not lines[-1]:  # trailing blank lines are not classes
+            lines.pop()
+        names = dict(enumerate(lines))
+    if not names:
+        raise DatasetError("the class names file declares no class", where=str(path),
+                           hint="list the class names, one per line (or under 'names:' in data.yaml)")
+    return names, path
+
+
+def _yaml_names(text: str, path: Path) -> dict[int, str]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        raise DatasetError(f"not valid YAML: {getattr(error, 'problem', error)}",
+                           where=Location(str(path), line=mark.line + 1 if mark else None),
+                           hint="fix the YAML syntax") from error
+    names = data.get("names") if isinstance(data, dict) else None
+    if isinstance(names, list):
+        return {i: str(name) for i, name in enumerate(names)}
+    if isinstance(names, dict):
+        try:
+            return {int(key): str(name) for key, name in names.items()}
+        except (TypeError, ValueError) as error:
+            raise DatasetError(f"'names:' keys must be class ids: {error}", where=str(path),
+                               hint="write names as '0: cat' lines or a list ['cat', ...]") from error
+    raise DatasetError("no 'names:' list or mapping", where=str(path),
+                       hint="add names: ['cat', 'dog'] (or 0: cat / 1: dog lines)")
+
+
+def _names_file(src: Path) -> Path | None:
+    for relative in YoloLayout.NAMES_FILES:
+        if (src / relative).is_file():
+            return src / relative
+    return None
+
+
+def _has_label_files(labels_dir: Path) -> bool:
+    """Any .txt label (not classes.txt) in the folder or one level below it; stops at the first."""
+    try:
+        entries = list(os.scandir(labels_dir))
+    except OSError:
+        return False
+    for entry in entries:
+        if entry.name.endswith(YoloLayout.LABEL_SUFFIX) and entry.name not in YoloLayout.NOT_LABELS:
+            return True
+    for entry in entries:
+        if entry.is_dir():
+            try:
+                if any(e.name.endswith(YoloLayout.LABEL_SUFFIX) for e in os.scandir(entry.path)):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def _files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Files below root with one of the suffixes (any case), skipping hidden files and folders."""
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        for filename in sorted(filenames):
+            if filename.lower().endswith(suffixes) and not filename.startswith("."):
+                yield Path(directory, filename)
+
+
+def _float(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,181 @@
+"""Image checks and the bytes that go into a record.
+
+JPEG and PNG bytes are stored exactly as they are: re-encoding costs time and quality. Everything the
+trainer's decoder (``tf.io.decode_image``, which ignores EXIF) would see differently from what the
+annotator saw is converted once, here, so boxes and pixels agree:
+
+- other formats (BMP, TIFF, WebP, GIF, ...) -> JPEG;
+- CMYK, 16-bit, float and other unusual modes -> 8-bit RGB JPEG (PNG kept PNG when lossless matters);
+- EXIF orientation 2..8 -> pixels transposed, unless the annotation's declared size shows the
+  annotator worked on the raw, unrotated pixels.
+
+Probing reads only the header (Pillow opens lazily) and the file's last bytes; ``verify="decode"``
+also decodes every image (JPEG at 1/8 scale: the entropy-coded data is still fully read).
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Guard against decompression bombs without rejecting big aerial/medical images outright.
+Image.MAX_IMAGE_PIXELS = 300_000_000
+
+KEEP_MODES = {"JPEG": {"L", "RGB"}, "PNG": {"L", "LA", "RGB", "RGBA", "P"}}
+ROTATING_ORIENTATIONS = {5, 6, 7, 8}  # these swap width and height
+EXIF_ORIENTATION = 0x0112
+JPEG_QUALITY = 95
+TAIL_BYTES = 4096
+
+
+class ImageProblem(Exception):
+    """The image cannot be used; ``reason`` is a ``records.Reason`` value."""
+
+    def __init__(self, reason: str, message: str):
+        self.reason = reason
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What the header says, and what will be stored."""
+
+    raw_width: int
+    raw_height: int
+    source_format: str
+    mode: str
+    orientation: int
+    apply_orientation: bool
+    convert_reason: str | None  # None: bytes stored as they are
+
+    @property
+    def width(self) -> int:
+        """Width of the pixels the trainer will see."""
+        return self.raw_height if self.apply_orientation and self.orientation in ROTATING_ORIENTATIONS \
+            else self.raw_width
+
+    @property
+    def height(self) -> int:
+        return self.raw_width if self.apply_orientation and self.orientation in ROTATING_ORIENTATIONS \
+            else self.raw_height
+
+    @property
+    def stored_format(self) -> str:
+        if self.convert_reason is None:
+            return "jpeg" if self.source_format == "JPEG" else "png"
+        return "png" if self.source_format == "PNG" else "jpeg"
+
+
+def _tail_ok(path: Path, source_format: str, file_size: int) -> bool:
+    """Cheap truncation check: JPEG ends with its EOI marker, PNG with its IEND chunk."""
+    with open(path, "rb") as handle:
+        handle.seek(max(0, file_size - TAIL_BYTES))
+        tail = handle.read()
+    if source_format == "JPEG":
+        return b"\xff\xd9" in tail[-TAIL_BYTES:]
+    if source_format == "PNG":
+        return b"IEND" in tail[-64:]
+    return True
+
+
+def _decode_check(image: Image.Image) -> None:
+    if image.format == "JPEG":
+        image.draft("RGB", (max(1, image.width // 8), max(1, image.height // 8)))
+    image.load()
+
+
+def _orientation(image: Image.Image) -> int:
+    """EXIF orientation (1 = upright) without decoding pixels."""
+    try:
+        if image.format == "PNG":
+            # PngImageFile.getexif() decodes the whole image to look for a late eXIf chunk; an eXIf
+            # chunk before IDAT (where the spec recommends it) is already in ``info``.
+            raw = image.info.get("exif")
+            if not raw:
+                return 1
+            exif = Image.Exif()
+            exif.load(raw)
+        else:
+            exif = image.getexif()
+        value = int(exif.get(EXIF_ORIENTATION, 1) or 1)
+    except Exception:  # a broken EXIF block must not lose the image; treat it as upright
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def probe(path: Path, verify: str = "fast", declared_size: tuple[int, int] | None = None) -> ImageInfo:
+    """Header facts about ``path`` and the conversion it needs; raises ``ImageProblem``.
+
+    verify: "fast" (header + end marker; decodes only when the end marker is missing, since some
+    cameras append trailers), "decode" (always decode), "none" (header only).
+    """
+    from odstack.records import Reason
+
+    try:
+        file_size = path.stat().st_size
+    except FileNotFoundError:
+        raise ImageProblem(Reason.MISSING_IMAGE, "image file not found") from None
+    except OSError as error:
+        raise ImageProblem(Reason.UNREADABLE_IMAGE, f"cannot read image: {error.strerror}") from None
+    if path.is_dir():
+        raise ImageProblem(Reason.UNREADABLE_IMAGE, "is a directory, not an image file")
+    if file_size == 0:
+        raise ImageProblem(Reason.CORRUPT_IMAGE, "image file is empty (0 bytes)")
+    try:
+        with Image.open(path) as image:
+            source_format = image.format or "?"
+            mode = image.mode
+            raw_width, raw_height = image.size
+            needs_decode = verify == "decode" or (
+                verify == "fast" and not _tail_ok(path, source_format, file_size))
+            if needs_decode:
+                _decode_check(image)
+            orientation = _orientation(image)
+    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+        raise ImageProblem(Reason.CORRUPT_IMAGE, f"not a readable image ({error})") from None
+    except PermissionError:
+        raise ImageProblem(Reason.UNREADABLE_IMAGE, "permission denied") from None
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for truncated/corrupt data
+        raise ImageProblem(Reason.CORRUPT_IMAGE, f"corrupt image data ({error})") from None
+
+    apply_orientation = orientation != 1
+    if apply_orientation and declared_size is not None and orientation in ROTATING_ORIENTATIONS \
+            and tuple(declared_size) == (raw_width, raw_height):
+        # The annotation states the raw (unrotated) size: the tool showed raw pixels, keep them.
+        apply_orientation = False
+    reasons = []
+    if source_format not in KEEP_MODES:
+        reasons.append(f"{source_format} is not JPEG/PNG")
+    elif mode not in KEEP_MODES[source_format]:
+        reasons.append(f"{mode} pixels")
+    if apply_orientation:
+        reasons.append(f"EXIF orientation {orientation}")
+    return ImageInfo(raw_width, raw_height, source_format, mode, orientation, apply_orientation,
+                     ", ".join(reasons) or None)
+
+
+def stored_bytes(path: Path, info: ImageInfo) -> bytes:
+    """The bytes to put in ``image/encoded``: the file itself, or its conversion (see module doc)."""
+    data = path.read_bytes()
+    if info.convert_reason is None:
+        return data
+    with Image.open(io.BytesIO(data)) as image:
+        if info.apply_orientation:
+            image = ImageOps.exif_transpose(image)
+        else:
+            image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            # 16/32-bit integer grey: scale to 8 bits instead of clipping everything to white
+            image = image.point(lambda v: v / 256).convert("L")
+        elif image.mode == "F":
+            image = image.convert("L")
+        out = io.BytesIO()
+        if info.stored_format == "png":
+            image = image.convert("RGBA" if "A" in image.mode else "RGB")
+            image.save(out, "PNG")
+        else:
+            image.convert("RGB").save(out, "JPEG", quality=JPEG_QUALITY)
+    return out.getvalue()

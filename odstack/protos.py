@@ -1,0 +1,79 @@
+"""Protobuf schemas odstack reads and writes, declared in a private descriptor pool.
+
+- ``Example`` (+ Features, Feature, BytesList, FloatList, Int64List): TensorFlow's
+  tensorflow/core/example/{example,feature}.proto, wire-compatible field for field. Importing
+  TensorFlow for them would cost seconds and ~700 MiB per worker, and packages that ship their own
+  copies register them in protobuf's *default* pool, where they collide with TensorFlow's
+  ("duplicate symbol 'tensorflow.BytesList'") as soon as both are imported in one process.
+- ``StringIntLabelMap``: the OD API's object_detection/protos/string_int_label_map.proto (the fields
+  label maps use), which lives on GitHub and is not installable everywhere.
+
+A private pool keeps them away from anything else in the process; protobuf does all encoding.
+"""
+from __future__ import annotations
+
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+_F = descriptor_pb2.FieldDescriptorProto
+_POOL = descriptor_pool.DescriptorPool()
+
+
+def _field(message, name: str, number: int, ftype: int, label: int = _F.LABEL_OPTIONAL,
+           type_name: str | None = None, packed: bool | None = None) -> None:
+    field = message.field.add(name=name, number=number, type=ftype, label=label)
+    if type_name:
+        field.type_name = type_name
+    if packed is not None:
+        field.options.packed = packed
+
+
+def _example_file() -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto(name="odstack/tf_example.proto", package="tensorflow", syntax="proto3")
+    repeated = _F.LABEL_REPEATED
+    _field(proto.message_type.add(name="BytesList"), "value", 1, _F.TYPE_BYTES, repeated)
+    _field(proto.message_type.add(name="FloatList"), "value", 1, _F.TYPE_FLOAT, repeated, packed=True)
+    _field(proto.message_type.add(name="Int64List"), "value", 1, _F.TYPE_INT64, repeated, packed=True)
+    feature = proto.message_type.add(name="Feature")
+    feature.oneof_decl.add(name="kind")
+    for number, (name, kind) in enumerate([("bytes_list", "BytesList"), ("float_list", "FloatList"),
+                                           ("int64_list", "Int64List")], start=1):
+        _field(feature, name, number, _F.TYPE_MESSAGE, type_name=f".tensorflow.{kind}")
+        feature.field[-1].oneof_index = 0
+    features = proto.message_type.add(name="Features")
+    entry = features.nested_type.add(name="FeatureEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".tensorflow.Feature")
+    _field(features, "feature", 1, _F.TYPE_MESSAGE, repeated, type_name=".tensorflow.Features.FeatureEntry")
+    _field(proto.message_type.add(name="Example"), "features", 1, _F.TYPE_MESSAGE,
+           type_name=".tensorflow.Features")
+    return proto
+
+
+def _label_map_file() -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto(name="odstack/string_int_label_map.proto",
+                                               package="object_detection.protos", syntax="proto2")
+    item = proto.message_type.add(name="StringIntLabelMapItem")
+    _field(item, "name", 1, _F.TYPE_STRING)
+    _field(item, "id", 2, _F.TYPE_INT32)
+    _field(item, "display_name", 3, _F.TYPE_STRING)
+    _field(proto.message_type.add(name="StringIntLabelMap"), "item", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED,
+           type_name=".object_detection.protos.StringIntLabelMapItem")
+    return proto
+
+
+_POOL.Add(_example_file())
+_POOL.Add(_label_map_file())
+
+
+def _message(full_name: str):
+    return message_factory.GetMessageClass(_POOL.FindMessageTypeByName(full_name))
+
+
+Example = _message("tensorflow.Example")
+Features = _message("tensorflow.Features")
+Feature = _message("tensorflow.Feature")
+BytesList = _message("tensorflow.BytesList")
+FloatList = _message("tensorflow.FloatList")
+Int64List = _message("tensorflow.Int64List")
+StringIntLabelMap = _message("object_detection.protos.StringIntLabelMap")
