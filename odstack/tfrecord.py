@@ -1,23 +1,42 @@
 """The one module that builds and parses ``tf.train.Example`` records (TF OD API schema).
 
 Writing does not import the TensorFlow runtime: importing TF costs ~4 s and ~700 MiB per process,
-which would dominate a parallel converter. The record framing (length, masked CRC-32C) comes from the
-``tfrecords`` package (TensorFlow's record writer/reader code, compiled, without TF); the Example
-proto from ``odstack.protos``. The tests prove that TensorFlow's own ``TFRecordDataset`` +
-``parse_single_example`` read what we write, and that TF-written records read back here.
+which would dominate a parallel converter. protobuf encodes the Example (schema in ``odstack.protos``);
+the ``crc32c`` library (C/SSE4.2) computes the record checksums. The framing around them is TFRecord's
+documented layout (tensorflow/core/lib/io/record_writer.h): little-endian uint64 length, masked CRC of
+the length, payload, masked CRC of the payload.
+
+Why not a TFRecord package: ``tfrecord`` registers its own copy of TF's example.proto in protobuf's
+default pool, so it and TensorFlow cannot be imported in one process ("duplicate symbol
+'tensorflow.BytesList'"); ``tfrecords`` links libpython dynamically and runs patchelf on itself at
+import. The tests prove that TensorFlow's ``TFRecordDataset`` (which checks both CRCs) and
+``parse_single_example`` read what we write, and that records TensorFlow writes read back here.
 
 Feature keys are the OD API's (``object_detection/core/standard_fields.TfExampleFields``); the
 decoder of TF Model Garden vision reads the same keys.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import BinaryIO, Iterable, Iterator
 
-import tfrecords
+import crc32c
 
 from odstack import protos
+
+_MASK_DELTA = 0xA282EAD8  # TFRecord's CRC mask (tensorflow/core/lib/hash/crc32c.h: Mask)
+
+
+class RecordError(Exception):
+    """A TFRecord file is truncated or fails its checksum."""
+
+
+def masked_crc(data: bytes) -> int:
+    """TFRecord's masked CRC-32C: rotate right by 15 bits, add a constant (mod 2**32)."""
+    crc = crc32c.crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
 
 
 class Keys:
@@ -100,16 +119,18 @@ def serialize_example(data: ExampleData) -> bytes:
 
 
 class RecordWriter:
-    """Writes serialized records to one TFRecord file (uncompressed, TensorFlow's framing)."""
+    """Appends serialized records to one uncompressed TFRecord file."""
 
     def __init__(self, path: Path):
-        self._writer = tfrecords.TFRecordWriter(str(path))
+        self._file: BinaryIO = open(path, "wb")
 
     def write(self, payload: bytes) -> None:
-        self._writer.write(payload)
+        length = struct.pack("<Q", len(payload))
+        self._file.write(b"".join((length, struct.pack("<I", masked_crc(length)), payload,
+                                   struct.pack("<I", masked_crc(payload)))))
 
     def close(self) -> None:
-        self._writer.close()
+        self._file.close()
 
     def __enter__(self) -> "RecordWriter":
         return self
@@ -119,9 +140,22 @@ class RecordWriter:
 
 
 def iter_payloads(path: Path) -> Iterator[bytes]:
-    """The raw serialized records of one TFRecord file (CRCs are checked)."""
-    options = tfrecords.TFRecordOptions(compression_type=tfrecords.TFRecordCompressionType.NONE)
-    yield from tfrecords.tf_record_iterator(str(path), options=options)
+    """The serialized records of one TFRecord file; both checksums of every record are verified."""
+    with open(path, "rb") as handle:
+        index = 0
+        while header := handle.read(12):
+            if len(header) < 12:
+                raise RecordError(f"{path}: record {index} is truncated (header)")
+            (length,), (length_crc,) = struct.unpack("<Q", header[:8]), struct.unpack("<I", header[8:])
+            if masked_crc(header[:8]) != length_crc:
+                raise RecordError(f"{path}: record {index} has a corrupt length")
+            payload, footer = handle.read(length), handle.read(4)
+            if len(payload) < length or len(footer) < 4:
+                raise RecordError(f"{path}: record {index} is truncated")
+            if masked_crc(payload) != struct.unpack("<I", footer)[0]:
+                raise RecordError(f"{path}: record {index} fails its checksum")
+            yield payload
+            index += 1
 
 
 def parse_example(payload: bytes) -> dict[str, list]:

@@ -317,3 +317,26 @@ def test_killed_run_never_leaves_records_that_look_complete(tmp_path):
         assert report["totals"]["images"] == 150 and len(examples(out)) == 150
     else:
         assert len(examples(out)) == 1
+
+
+def test_exif_rotated_image_box_lands_on_its_object(tmp_path):
+    """The box is drawn on the displayed (rotated) image; the record's pixels must agree with it."""
+    tf = pytest.importorskip("tensorflow")
+    src = tmp_path / "ds"
+    src.mkdir()
+    raw = Image.new("RGB", (60, 40), (0, 0, 0))
+    raw.paste((255, 255, 255), (0, 0, 20, 10))  # shown rotated 90° clockwise: x 30..40, y 0..20
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    raw.save(src / "phone.jpg", "JPEG", exif=exif.tobytes(), quality=95)
+    csv_dataset(src, [["phone.jpg", 40, 60, "block", 30, 0, 40, 20]])
+    report = run(src, tmp_path / "out", val_fraction=0)
+    assert [i["reason"] for i in report["issues"]] == ["image_converted"]
+    record = examples(tmp_path / "out")["phone.jpg"]
+    pixels = tf.io.decode_image(record[Keys.ENCODED][0], channels=3).numpy()
+    height, width = pixels.shape[:2]
+    assert (width, height) == (record[Keys.WIDTH][0], record[Keys.HEIGHT][0]) == (40, 60)
+    x0, x1 = round(record[Keys.XMIN][0] * width), round(record[Keys.XMAX][0] * width)
+    y0, y1 = round(record[Keys.YMIN][0] * height), round(record[Keys.YMAX][0] * height)
+    assert pixels[y0 + 2:y1 - 2, x0 + 2:x1 - 2].mean() > 220  # inside the box: the white block
+    assert pixels[30:, :20].mean() < 40                      # elsewhere: black

@@ -96,3 +96,27 @@ def test_shard_names_match_their_glob():
     assert names[0] == "train-00000-of-00003.record"
     assert all(fnmatch.fnmatch(n, tfrecord.shard_glob("train")) for n in names)
     assert not fnmatch.fnmatch(tfrecord.shard_name("val", 0, 1), tfrecord.shard_glob("train"))
+
+
+def test_records_written_by_tensorflow_read_back_here(tmp_path):
+    path = tmp_path / "tf.record"
+    payloads = [b"", b"x", bytes(range(256)) * 300]
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for payload in payloads:
+            writer.write(payload)
+    assert list(tfrecord.iter_payloads(path)) == payloads
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip"])
+def test_own_reader_refuses_damaged_files(tmp_path, damage):
+    path = tmp_path / "a.record"
+    with tfrecord.RecordWriter(path) as writer:
+        writer.write(tfrecord.serialize_example(_example(0, 1)))
+    data = bytearray(path.read_bytes())
+    if damage == "truncate":
+        data = data[:-10]
+    else:
+        data[30] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(tfrecord.RecordError):
+        list(tfrecord.iter_payloads(path))

@@ -1,0 +1,85 @@
+# odstack "odapi" image: the data stage (input/<dataset> -> input/tf_records) and, later, training,
+# evaluation and export. Same pinned requirements as RUNNER=local (dockerfiles/requirements/odapi.txt).
+#
+# Build from the repository root (the context must be the repo root; see dockerfiles/README.md):
+#   docker build --network host -f dockerfiles/odapi.dockerfile -t odstack/odapi:dev .
+# Without registry access (CI) build on the local base made by scripts/docker/bootstrap_base.sh:
+#   ... --build-arg BASE_IMAGE=odstack/base:bookworm ...
+# Behind an intercepting HTTPS proxy put its CA (or the host bundle) in dockerfiles/ca/*.crt.
+#
+# Run: docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/input:/workspace/input" \
+#        -v "$PWD/output:/workspace/output" odstack/odapi:dev /opt/odstack/container_scripts/data.sh ...
+# No ENTRYPOINT on purpose: the command is the stage's entry script; the default CMD prints help.
+
+# Any Debian-based image with python3 >= 3.11 and its venv module (python:3.11-slim-bookworm,
+# or odstack/base:bookworm: /usr/bin/python3 3.11, no `python`, no pip).
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+
+# HOME/MPLCONFIGDIR under /tmp: the Makefile runs containers as the host user (--user UID:GID), a uid
+# without a passwd entry or a home directory. Build steps must leave nothing in /tmp (a root-owned
+# /tmp/.keras or /tmp/matplotlib would not be writable for that uid).
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    PYTHONPATH=/opt/odstack
+
+# pip itself, pinned so both bases install with the same resolver (bookworm's venv ships pip 23.0.1).
+ARG PIP_VERSION=26.3
+
+# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): used by pip in this step only,
+# appended to the base's own bundle; the image's trust store is left unchanged. Builds without any.
+COPY dockerfiles/ca/ /tmp/odstack-ca/
+# Requirements before code: editing odstack/ must not reinstall TensorFlow.
+COPY dockerfiles/requirements/odapi.txt /opt/odstack/requirements/odapi.txt
+RUN n=0; \
+    for crt in /tmp/odstack-ca/*.crt; do \
+        [ -f "$crt" ] || continue; \
+        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
+            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
+        fi; \
+        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
+        n=$((n + 1)); \
+    done; \
+    if [ "$n" -gt 0 ]; then \
+        export PIP_CERT=/tmp/odstack-ca/bundle.pem; \
+        echo "pip: using $n extra CA file(s) from dockerfiles/ca/"; \
+    fi; \
+    python3 -m venv /opt/venv; \
+    pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    pip install --no-cache-dir -r /opt/odstack/requirements/odapi.txt; \
+    python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"; \
+    rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
+
+# Room for the TF Object Detection API (a later build arg, e.g. OD_API=1: tensorflow/models research/
+# at a pinned commit + protos + the TF 2.20 fixes); it belongs here, after the pip layer, before the code.
+
+# Writable by any uid when input/ and output/ are not mounted; mounted directories keep the host's
+# ownership (hence --user UID:GID).
+RUN mkdir -p /workspace/input /workspace/output && chmod 1777 /workspace /workspace/input /workspace/output
+
+COPY odstack/ /opt/odstack/odstack/
+COPY container_scripts/ /opt/odstack/container_scripts/
+RUN chmod -R a+rX /opt/odstack && find /opt/odstack/container_scripts -name '*.sh' -exec chmod a+rx {} +
+
+WORKDIR /workspace
+
+# Labels last: version/revision change every build and must not invalidate earlier layers.
+ARG BASE_IMAGE
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="odstack-odapi" \
+      org.opencontainers.image.description="odstack data/training stage: TensorFlow 2.20 (CPU), TFRecord tools" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.vendor="odstack" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+CMD ["python", "-m", "odstack", "--help"]
