@@ -22,6 +22,17 @@ STRICT ?=                ## data: 1 = any skipped image/box fails the run
 LABEL_MAP ?=             ## data: an existing label_map.pbtxt to use
 VERIFY ?=                ## data: fast | decode | none (image integrity check)
 WORKERS ?=               ## data: parallel processes (default: CPU cores)
+ENGINE ?=                ## train: tfvision (PyPI-only, CPU-friendly) | odapi (TF OD API + model zoo)
+MODEL ?=                 ## train: model name (`make models` lists them; default: the engine's default)
+RUN ?=                   ## train/eval: run name under output/ (default: the model name); an existing run resumes
+DATA ?=                  ## train/eval: directory made by `make data` (default input/tf_records)
+STEPS ?=                 ## train: total training steps (default 1000)
+BATCH ?=                 ## train: batch size (default: the model's)
+IMAGE_SIZE ?=            ## train: input size in pixels, tfvision (default 320)
+GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto)
+CHECKPOINT ?=            ## eval: latest | best | a checkpoint path (default latest)
+TF ?= 2                  ## train: 1 = the TF1.15 OD API image (odapi-tf1) for TF1 zoo configs
+TB_PORT ?= 6006          ## tensorboard: port on 127.0.0.1
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
 
 # (`VAR ?= value  ## doc` keeps the spaces before `##`: strip every documented variable once)
@@ -41,13 +52,22 @@ data_args = $(strip $(if $(SRC),src=$(SRC)) $(if $(OUT),out=$(OUT)) $(if $(FORMA
 	$(if $(SHARDS),shards=$(SHARDS)) $(if $(STRICT),strict=$(STRICT)) $(if $(LABEL_MAP),label_map=$(LABEL_MAP)) \
 	$(if $(VERIFY),verify=$(VERIFY)) $(if $(WORKERS),workers=$(WORKERS)))
 
+train_args = $(strip $(if $(ENGINE),engine=$(ENGINE)) $(if $(MODEL),model=$(MODEL)) $(if $(RUN),run=$(RUN)) \
+	$(if $(DATA),data=$(DATA)) $(if $(STEPS),steps=$(STEPS)) $(if $(BATCH),batch=$(BATCH)) \
+	$(if $(IMAGE_SIZE),image_size=$(IMAGE_SIZE)) $(if $(GPUS),gpus=$(GPUS)))
+eval_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(DATA),data=$(DATA)) $(if $(CHECKPOINT),checkpoint=$(CHECKPOINT)))
+TRAIN_IMAGE := $(if $(filter 1,$(TF)),odapi-tf1,odapi)
+# GPUs in containers need the NVIDIA runtime; ask for them only when the engine has it and GPUS allows.
+docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia && echo y),--gpus $(if $(filter-out auto all,$(GPUS)),'"device=$(GPUS)"',all)))
+
 # $(call run_stage,<image>,<script>,<args>): the same container script, in the image or in the local venv.
 # docker: the repo is mounted read-only at /workspace with input/ and output/ writable on top, so every
 # repo-relative path means the same thing in both runners; files are written as the calling user.
 ifeq ($(RUNNER),docker)
-run_stage = docker run --rm --network host --user $$(id -u):$$(id -g) \
+run_stage = mkdir -p "$(HOME)/.cache/odstack" && docker run --rm --network host --user $$(id -u):$$(id -g) $(4) \
 	-v "$(CURDIR)":/workspace:ro -v "$(CURDIR)/input":/workspace/input -v "$(CURDIR)/output":/workspace/output \
-	-w /workspace $(IMAGE_PREFIX)/$(1):$(TAG) /opt/odstack/container_scripts/$(2) $(3)
+	-v "$(HOME)/.cache/odstack":/tmp/.cache/odstack -w /workspace $(IMAGE_PREFIX)/$(1):$(TAG) \
+	/opt/odstack/container_scripts/$(2) $(3)
 else
 run_stage = PATH="$(CURDIR)/$(VENV)/$(1)/bin:$$PATH" PYTHONPATH="$(CURDIR)" container_scripts/$(2) $(3)
 endif
@@ -88,7 +108,7 @@ image-%:
 	@rm -f dockerfiles/ca/extra.crt
 
 ##@ Pipeline
-.PHONY: data demo
+.PHONY: data demo train eval models tensorboard synth
 data: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
@@ -98,7 +118,22 @@ demo: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## the newcomer's
 	@test -d $(DEMO_SRC) || { mkdir -p $(DEMO_SRC) && cp -r tests/fixtures/raccoon/images tests/fixtures/raccoon/annotations \
 	  tests/fixtures/raccoon/LICENSE $(DEMO_SRC)/ && echo "demo: copied the bundled raccoon sample to $(DEMO_SRC)"; }
 	$(call run_stage,odapi,data.sh,src=$(DEMO_SRC) out=$(DEMO_OUT)/tf_records $(filter-out src=% out=%,$(data_args)))
-	@echo "demo: done. Records, label map and report (report.json, report.png) are in $(DEMO_OUT)/tf_records/"
+	@echo "demo: done. Records, label map and report (report.html, report.json) are in $(DEMO_OUT)/tf_records/"
+
+train: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 for TF1 configs)
+	$(call run_stage,$(TRAIN_IMAGE),train.sh,$(train_args),$(docker_gpus))
+
+eval: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
+	$(call run_stage,odapi,eval.sh,$(eval_args))
+
+models: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## list the trainable models (model zoo with speed/mAP)
+	@$(call run_stage,odapi,models.sh,)
+
+tensorboard: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
+	$(call run_stage,odapi,tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
+
+synth: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in input/shapes
+	$(call run_stage,odapi,synth.sh,)
 
 ##@ Quality
 .PHONY: test test-docker bench lint

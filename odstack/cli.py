@@ -18,8 +18,42 @@ def _data(args: list[str]) -> None:
     convert(settings.build(DataSettings, "data", args))
 
 
+def _train(args: list[str]) -> None:
+    from odstack.train import stage
+    from odstack.train.run import TrainSettings
+
+    stage.train(settings.build(TrainSettings, "train", args))
+
+
+def _eval(args: list[str]) -> None:
+    from odstack.train import stage
+    from odstack.train.run import EvalSettings
+
+    stage.evaluate(settings.build(EvalSettings, "eval", args))
+
+
+def _models(args: list[str]) -> None:
+    from odstack.train import stage
+
+    if args:
+        raise OdstackError("models takes no settings")
+    stage.print_models()
+
+
+def _synth(args: list[str]) -> None:
+    from odstack.data.synthetic import SynthSettings, make_shapes
+
+    options = settings.build(SynthSettings, "synth", args)
+    path = make_shapes(options.out, images=options.images, size=options.size, seed=options.seed)
+    LOGGER.info("synth: %d images of shapes written to %s (COCO JSON)", options.images, path)
+
+
 MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "data": (_data, "annotated dataset -> TFRecords + label_map.pbtxt + report"),
+    "train": (_train, "train a detector on the TFRecords (engine tfvision or odapi)"),
+    "eval": (_eval, "COCO metrics of a run's checkpoint -> output/<run>/metrics.json"),
+    "models": (_models, "list the models each engine can train"),
+    "synth": (_synth, "make a small synthetic shapes dataset (COCO JSON) for demos and tests"),
 }
 
 USAGE = """usage: python -m odstack MODE [key=value ...]

@@ -39,7 +39,7 @@ class ImageProblem(Exception):
         super().__init__(message)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ImageInfo:
     """What the header says, and what will be stored."""
 
@@ -69,15 +69,12 @@ class ImageInfo:
         return "png" if self.source_format == "PNG" else "jpeg"
 
 
-def _tail_ok(path: Path, source_format: str, file_size: int) -> bool:
+def _tail_ok(data: bytes, source_format: str) -> bool:
     """Cheap truncation check: JPEG ends with its EOI marker, PNG with its IEND chunk."""
-    with open(path, "rb") as handle:
-        handle.seek(max(0, file_size - TAIL_BYTES))
-        tail = handle.read()
     if source_format == "JPEG":
-        return b"\xff\xd9" in tail[-TAIL_BYTES:]
+        return b"\xff\xd9" in data[-TAIL_BYTES:]
     if source_format == "PNG":
-        return b"IEND" in tail[-64:]
+        return b"IEND" in data[-64:]
     return True
 
 
@@ -106,8 +103,30 @@ def _orientation(image: Image.Image) -> int:
     return value if value in range(1, 9) else 1
 
 
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes; ``ImageProblem`` when it is missing, a directory, unreadable or empty."""
+    from odstack.records import Reason
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageProblem(Reason.MISSING_IMAGE, "image file not found") from None
+    except IsADirectoryError:
+        raise ImageProblem(Reason.UNREADABLE_IMAGE, "is a directory, not an image file") from None
+    except OSError as error:
+        raise ImageProblem(Reason.UNREADABLE_IMAGE, f"cannot read image: {error.strerror}") from None
+    if not data:
+        raise ImageProblem(Reason.CORRUPT_IMAGE, "image file is empty (0 bytes)")
+    return data
+
+
 def probe(path: Path, verify: str = "fast", declared_size: tuple[int, int] | None = None) -> ImageInfo:
-    """Header facts about ``path`` and the conversion it needs; raises ``ImageProblem``.
+    """``probe_bytes`` of a file."""
+    return probe_bytes(read_bytes(path), verify, declared_size)
+
+
+def probe_bytes(data: bytes, verify: str = "fast", declared_size: tuple[int, int] | None = None) -> ImageInfo:
+    """Header facts about an image file's bytes and the conversion it needs; raises ``ImageProblem``.
 
     verify: "fast" (header + end marker; decodes only when the end marker is missing, since some
     cameras append trailers), "decode" (always decode), "none" (header only).
@@ -115,29 +134,15 @@ def probe(path: Path, verify: str = "fast", declared_size: tuple[int, int] | Non
     from odstack.records import Reason
 
     try:
-        file_size = path.stat().st_size
-    except FileNotFoundError:
-        raise ImageProblem(Reason.MISSING_IMAGE, "image file not found") from None
-    except OSError as error:
-        raise ImageProblem(Reason.UNREADABLE_IMAGE, f"cannot read image: {error.strerror}") from None
-    if path.is_dir():
-        raise ImageProblem(Reason.UNREADABLE_IMAGE, "is a directory, not an image file")
-    if file_size == 0:
-        raise ImageProblem(Reason.CORRUPT_IMAGE, "image file is empty (0 bytes)")
-    try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data)) as image:
             source_format = image.format or "?"
             mode = image.mode
             raw_width, raw_height = image.size
-            needs_decode = verify == "decode" or (
-                verify == "fast" and not _tail_ok(path, source_format, file_size))
-            if needs_decode:
+            if verify == "decode" or (verify == "fast" and not _tail_ok(data, source_format)):
                 _decode_check(image)
             orientation = _orientation(image)
     except (UnidentifiedImageError, Image.DecompressionBombError) as error:
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"not a readable image ({error})") from None
-    except PermissionError:
-        raise ImageProblem(Reason.UNREADABLE_IMAGE, "permission denied") from None
     except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for truncated/corrupt data
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"corrupt image data ({error})") from None
 
@@ -157,9 +162,8 @@ def probe(path: Path, verify: str = "fast", declared_size: tuple[int, int] | Non
                      ", ".join(reasons) or None)
 
 
-def stored_bytes(path: Path, info: ImageInfo) -> bytes:
-    """The bytes to put in ``image/encoded``: the file itself, or its conversion (see module doc)."""
-    data = path.read_bytes()
+def stored_bytes(data: bytes, info: ImageInfo) -> bytes:
+    """The bytes to put in ``image/encoded``: the file's own, or their conversion (see module doc)."""
     if info.convert_reason is None:
         return data
     with Image.open(io.BytesIO(data)) as image:

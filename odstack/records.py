@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterable
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Location:
     """Where something came from: a file, and optionally a line number and/or an item inside it."""
 
@@ -28,7 +28,7 @@ class Location:
         return text if self.item is None else f"{text} ({self.item})"
 
 
-@dataclass
+@dataclass(slots=True)
 class Box:
     """One object box, as the source states it.
 
@@ -48,7 +48,7 @@ class Box:
     is_crowd: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageEntry:
     """One image of the source dataset with all of its boxes (possibly none: a negative example).
 

@@ -4,11 +4,15 @@ Flow (each step's problems go to one IssueLog, so report.json lists every skip w
 
 1. read     the format module yields ImageEntry objects (format auto-detected unless given)
 2. dedupe   the same image annotated twice is kept once (first wins; the second is reported)
-3. probe    in parallel, each image's header (+ end marker): size, format, EXIF orientation
-4. validate boxes against the real image size: clip, or skip with a reason
-5. split    seeded and class-aware, or the source's own split (split=source)
-6. write    in parallel, one worker per shard, into a temporary directory next to the output;
-            the directory replaces the output only when everything succeeded
+3. split    seeded and class-aware on the annotated labels, or the source's own split (split=source)
+4. write    in parallel, one worker per shard, each image read ONCE: header (size, format, EXIF
+            orientation) and integrity check from the bytes in memory, boxes validated against the
+            real size (clipped, or skipped with a reason), then hashed and written; all into a
+            temporary directory next to the output, which replaces the output only when everything
+            succeeded (and, with STRICT=1, nothing was skipped)
+
+One read per image is what lets the converter keep up with `cp` (docs/benchmarks.md). An image that
+turns out unusable while writing is dropped from its split; the report counts what was written.
 """
 from __future__ import annotations
 
@@ -52,7 +56,7 @@ class DataSettings:
     workers: int | str = "auto"
 
 
-@dataclass
+@dataclass(slots=True)
 class CleanBox:
     """A validated box in pixels of the stored image."""
 
@@ -66,11 +70,33 @@ class CleanBox:
     is_crowd: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class CleanImage:
+    """An image as written: its entry, header facts, validated boxes and stored bytes' digest/size."""
+
     entry: ImageEntry
     info: images.ImageInfo
     boxes: list[CleanBox] = field(default_factory=list)
+    sha256: str = ""
+    stored_size: int = 0
+
+
+@dataclass
+class ShardTask:
+    path: Path
+    entries: list[ImageEntry]
+    verify: str
+    label_ids: dict[str, int]
+    known: dict[str, int] | None
+
+
+@dataclass
+class ShardResult:
+    """What a worker sends back: per written image its position in the task, header facts, boxes, digest
+    and size (not the entry: the parent has it), plus the shard's issues."""
+
+    images: list[tuple[int, images.ImageInfo, list[CleanBox], str, int]]
+    issues: list
 
 
 @dataclass
@@ -90,9 +116,9 @@ def _worker_count(workers: int | str) -> int:
     return max(1, int(workers))
 
 
-def _pool(workers: int):
+def _pool(workers: int, counter):
     # fork: workers inherit the imported modules; this process never imports TensorFlow.
-    return multiprocessing.get_context("fork").Pool(workers)
+    return multiprocessing.get_context("fork").Pool(workers, _init_worker, (counter,))
 
 
 def _check_paths(settings: DataSettings) -> None:
@@ -120,10 +146,10 @@ def _check_paths(settings: DataSettings) -> None:
 
 
 def _dedupe(entries: list[ImageEntry], issues: IssueLog) -> list[ImageEntry]:
-    seen: dict[Path, ImageEntry] = {}
+    seen: dict[str, ImageEntry] = {}
     kept = []
     for entry in entries:
-        key = entry.image.resolve()
+        key = os.path.abspath(entry.image)
         if key in seen:
             issues.skip_image(Reason.DUPLICATE_ENTRY, entry.where,
                               f"image already annotated at {seen[key].where}; this entry is ignored "
@@ -132,14 +158,6 @@ def _dedupe(entries: list[ImageEntry], issues: IssueLog) -> list[ImageEntry]:
         seen[key] = entry
         kept.append(entry)
     return kept
-
-
-def _probe_one(args: tuple[Path, str, tuple[int, int] | None]):
-    path, verify, declared = args
-    try:
-        return images.probe(path, verify, declared)
-    except images.ImageProblem as problem:
-        return problem.reason, problem.message
 
 
 def _validate_boxes(entry: ImageEntry, info: images.ImageInfo, known: dict[str, int] | None,
@@ -193,7 +211,7 @@ def _validate_boxes(entry: ImageEntry, info: images.ImageInfo, known: dict[str, 
     return clean
 
 
-def _label_names(fmt_module, src: Path, settings: DataSettings, clean: list[CleanImage]) -> list[str]:
+def _label_names(fmt_module, src: Path, settings: DataSettings, entries: list[ImageEntry]) -> list[str]:
     """Label map order: the given label map, else the source's declared order, else sorted names."""
     if settings.label_map is not None:
         mapping = labelmap.read(settings.label_map)
@@ -202,20 +220,31 @@ def _label_names(fmt_module, src: Path, settings: DataSettings, clean: list[Clea
             raise DatasetError("label map ids must be 1..N without gaps", where=str(settings.label_map),
                                hint="renumber the items 1, 2, 3, ...")
         return sorted(mapping, key=mapping.get)
-    used = sorted({box.label for image in clean for box in image.boxes})
+    used = sorted({label for entry in entries for label in _labels_of(entry)})
     declared = list(fmt_module.labels(src) or [])
     return declared + [name for name in used if name not in declared]
 
 
-def _shard_count(setting: int | str, items: Sequence[CleanImage], sizes: dict[Path, int], workers: int) -> int:
+def _labels_of(entry: ImageEntry) -> set[str]:
+    return {box.label.strip() for box in entry.boxes if isinstance(box.label, str) and box.label.strip()}
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def _shard_count(setting: int | str, items: Sequence[ImageEntry], workers: int) -> int:
     if not items:
         return 0
     if setting != "auto":
         return max(1, min(int(setting), len(items)))
-    total = sum(sizes.get(item.entry.image, 0) for item in items)
-    by_size = math.ceil(total / SHARD_TARGET_BYTES)
-    by_parallelism = min(workers, math.ceil(len(items) / IMAGES_PER_PARALLEL_SHARD))
-    return max(1, by_size, by_parallelism)
+    count = math.ceil(sum(_file_size(item.image) for item in items) / SHARD_TARGET_BYTES)
+    if len(items) >= IMAGES_PER_PARALLEL_SHARD:
+        count = math.ceil(max(count, workers) / workers) * workers  # a multiple of workers: even load
+    return max(1, count)
 
 
 # Shard writing runs in worker processes; the counter feeds the parent's progress bar.
@@ -227,32 +256,49 @@ def _init_worker(counter) -> None:
     _written_counter = counter
 
 
-def _write_shard(task: tuple[Path, list[tuple[CleanImage, list[int]]]]) -> list[tuple[str, str, int]]:
-    """Write one shard; returns (image name, sha256, stored bytes) per image."""
-    path, items = task
-    written = []
-    with tfrecord.RecordWriter(path) as writer:
-        for item, class_ids in items:
-            data = images.stored_bytes(item.entry.image, item.info)
-            digest = hashlib.sha256(data).hexdigest()
-            width, height = item.info.width, item.info.height
-            boxes = item.boxes
+def _write_shard(task: ShardTask) -> ShardResult:
+    """Check, validate and write every image of one shard (each image file is read once)."""
+    issues = IssueLog()
+    written: list[tuple[int, images.ImageInfo, list[CleanBox], str, int]] = []
+    with tfrecord.RecordWriter(task.path) as writer:
+        for position, entry in enumerate(task.entries):
+            try:
+                data = images.read_bytes(entry.image)
+                info = images.probe_bytes(data, task.verify, entry.declared_size)
+                stored = images.stored_bytes(data, info)
+            except images.ImageProblem as problem:
+                hint = f"; expected at {entry.image}" if problem.reason == Reason.MISSING_IMAGE else \
+                    "; fix or remove the file"
+                issues.skip_image(problem.reason, entry.where, f"{problem.message}{hint}", entry.name)
+                _count()
+                continue
+            if info.convert_reason:
+                issues.note(Reason.IMAGE_CONVERTED, entry.where,
+                            f"converted ({info.convert_reason}) to {info.stored_format.upper()} so the stored "
+                            "pixels match the annotation", entry.name)
+            boxes = _validate_boxes(entry, info, task.known, issues)
+            digest = hashlib.sha256(stored).hexdigest()
+            width, height = info.width, info.height
             writer.write(tfrecord.serialize_example(tfrecord.ExampleData(
-                encoded=data, image_format=item.info.stored_format, width=width, height=height,
-                filename=item.entry.name, source_id=item.entry.name, sha256=digest,
+                encoded=stored, image_format=info.stored_format, width=width, height=height,
+                filename=entry.name, source_id=entry.name, sha256=digest,
                 xmin=[b.xmin / width for b in boxes], xmax=[b.xmax / width for b in boxes],
                 ymin=[b.ymin / height for b in boxes], ymax=[b.ymax / height for b in boxes],
-                class_text=[b.label for b in boxes], class_label=class_ids,
+                class_text=[b.label for b in boxes], class_label=[task.label_ids[b.label] for b in boxes],
                 difficult=[int(b.difficult) for b in boxes], truncated=[int(b.truncated) for b in boxes],
                 is_crowd=[int(b.is_crowd) for b in boxes])))
-            written.append((item.entry.name, digest, len(data)))
-            if _written_counter is not None:
-                with _written_counter.get_lock():
-                    _written_counter.value += 1
-    return written
+            written.append((position, info, boxes, digest, len(stored)))
+            _count()
+    return ShardResult(written, issues.issues)
 
 
-def _write_csv(path: Path, items: list[CleanImage]) -> None:
+def _count() -> None:
+    if _written_counter is not None:
+        with _written_counter.get_lock():
+            _written_counter.value += 1
+
+
+def _write_csv(path: Path, items: list[CleanImage]) -> None:  # noqa: D103
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
@@ -300,47 +346,18 @@ def convert(settings: DataSettings) -> ConvertResult:
         raise DatasetError("the dataset has no images", where=str(src),
                            hint="check the annotation files list images, and that FORMAT is right")
 
-    # probe images in parallel (header + end marker only unless verify=decode)
-    jobs = [(e.image, settings.verify, e.declared_size) for e in entries]
-    clean: list[CleanImage] = []
     known = labelmap.read(settings.label_map) if settings.label_map else None
-    with _pool(workers) as pool:
-        results = pool.imap(_probe_one, jobs, chunksize=32)
-        for entry, result in progress(zip(entries, results), total=len(entries), desc=f"data[{fmt}]: checking"):
-            if isinstance(result, tuple):
-                reason, message = result
-                hint = "; fix or remove the file" if reason != Reason.MISSING_IMAGE else \
-                    f"; expected at {entry.image}"
-                issues.skip_image(reason, entry.where, f"{message}{hint}", entry.name)
-                continue
-            if result.convert_reason:
-                issues.note(Reason.IMAGE_CONVERTED, entry.where,
-                            f"converted ({result.convert_reason}) to {result.stored_format.upper()} so the "
-                            "stored pixels match the annotation", entry.name)
-            clean.append(CleanImage(entry, result, _validate_boxes(entry, result, known, issues)))
-    if not clean:
-        raise DatasetError("no usable images: every image was skipped", where=str(src),
-                           hint="see the reasons above; most often the image files are not where the "
-                                "annotations say")
-
-    names = _label_names(fmt_module, src, settings, clean)
+    names = _label_names(fmt_module, src, settings, entries)
     label_ids = {name: index for index, name in enumerate(names, start=1)}
 
-    # split
     if settings.split == "source":
-        if not any(item.entry.subset for item in clean):
+        if not any(entry.subset for entry in entries):
             raise ConfigError("split=source, but this dataset states no train/val split",
                               where=str(src), hint="use SPLIT=random (the default)")
-        splits = {"train": [c for c in clean if c.entry.subset != "val"],
-                  "val": [c for c in clean if c.entry.subset == "val"]}
+        planned = {"train": [e for e in entries if e.subset != "val"], "val": [e for e in entries if e.subset == "val"]}
     else:
-        train_idx, val_idx = split_indices([{b.label for b in c.boxes} for c in clean],
-                                           settings.val_fraction, settings.seed)
-        splits = {"train": [clean[i] for i in train_idx], "val": [clean[i] for i in val_idx]}
-
-    if settings.strict and issues.skips:
-        raise StrictModeError(_strict_message(issues), where=str(src),
-                              hint="fix the listed items, or run without STRICT=1 to skip them")
+        train_idx, val_idx = split_indices([_labels_of(e) for e in entries], settings.val_fraction, settings.seed)
+        planned = {"train": [entries[i] for i in train_idx], "val": [entries[i] for i in val_idx]}
 
     # write everything into a temporary sibling of the output, then swap it in
     out = settings.out
@@ -349,30 +366,42 @@ def convert(settings: DataSettings) -> ConvertResult:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     try:
-        sizes = {c.entry.image: c.entry.image.stat().st_size for c in clean}
         tasks, shard_files = [], {}
-        for split_name, items in splits.items():
-            count = _shard_count(settings.shards, items, sizes, workers)
-            shard_files[split_name] = []
-            for index in range(count):
+        for split_name, items in planned.items():
+            count = _shard_count(settings.shards, items, workers)
+            shard_files[split_name] = [tfrecord.shard_name(split_name, i, count) for i in range(count)]
+            for index, name in enumerate(shard_files[split_name]):
                 chunk = items[index * len(items) // count:(index + 1) * len(items) // count]
-                name = tfrecord.shard_name(split_name, index, count)
-                shard_files[split_name].append(name)
-                tasks.append((tmp / name, [(c, [label_ids[b.label] for b in c.boxes]) for c in chunk]))
+                tasks.append((split_name, ShardTask(tmp / name, chunk, settings.verify, label_ids, known)))
+        # Big shards first so the last worker to finish is not the one that started the biggest job last.
+        order = sorted(range(len(tasks)), key=lambda i: -len(tasks[i][1].entries))
         counter = multiprocessing.get_context("fork").Value("i", 0)
-        written: list[tuple[str, str, int]] = []
-        with multiprocessing.get_context("fork").Pool(min(workers, len(tasks)), _init_worker, (counter,)) as pool:
-            pending = pool.map_async(_write_shard, tasks)
-            with progress(total=len(clean), desc=f"data[{fmt}]: writing") as bar:
-                while not pending.ready():
-                    pending.wait(0.2)
+        results: list[ShardResult | None] = [None] * len(tasks)
+        with _pool(min(workers, len(tasks)), counter) as pool:
+            pending = {i: pool.apply_async(_write_shard, (tasks[i][1],)) for i in order}
+            with progress(total=len(entries), desc=f"data[{fmt}]: writing") as bar:
+                while not all(p.ready() for p in pending.values()):
+                    time.sleep(0.1)
                     bar.update(counter.value - bar.n)
                 bar.update(counter.value - bar.n)
-            for shard in pending.get():
-                written.extend(shard)
+            for i, result in pending.items():
+                results[i] = result.get()
+        splits: dict[str, list[CleanImage]] = {name: [] for name in planned}
+        for (split_name, task), result in zip(tasks, results):
+            splits[split_name].extend(CleanImage(task.entries[position], info, boxes, digest, size)
+                                      for position, info, boxes, digest, size in result.images)
+            issues.extend(result.issues)
+        if not any(splits.values()):
+            raise DatasetError("no usable images: every image was skipped", where=str(src),
+                               hint="see the reasons above; most often the image files are not where the "
+                                    "annotations say")
+        if settings.strict and issues.skips:
+            raise StrictModeError(_strict_message(issues), where=str(src),
+                                  hint="fix the listed items, or run without STRICT=1 to skip them")
         labelmap.write(tmp / "label_map.pbtxt", names)
         for split_name, items in splits.items():
             _write_csv(tmp / "tf_csv" / f"{split_name}.csv", items)
+        written = [(c.entry.name, c.sha256, c.stored_size) for items in splits.values() for c in items]
         _note_content_duplicates(written, splits, issues)
         from odstack.data import report as report_module
 

@@ -1,6 +1,12 @@
-"""report.json, report.png and the one-screen summary of a data run."""
+"""report.json, report.html and the one-screen summary of a data run.
+
+The picture of the dataset is a self-contained HTML page (bars and a box-size heat map in plain
+HTML/CSS, every issue in a table) rather than a matplotlib PNG: importing and drawing with matplotlib
+cost more than converting a few thousand images, and a page can list every skipped item.
+"""
 from __future__ import annotations
 
+import html
 import json
 import statistics
 from collections import Counter, defaultdict
@@ -11,6 +17,8 @@ from odstack.log import LOGGER
 from odstack.records import IssueLog
 
 REPORT_VERSION = 1
+GRID = 10  # box-size heat map cells per axis
+HTML_ISSUE_ROWS = 2000  # the rest stays in report.json
 
 
 def build(*, src: Path, fmt: str, settings, splits: dict, shard_files: dict[str, list[str]],
@@ -22,6 +30,7 @@ def build(*, src: Path, fmt: str, settings, splits: dict, shard_files: dict[str,
     class_stats: dict[str, dict[str, Any]] = {
         name: {"id": index, "boxes": {}, "images": {}} for name, index in label_ids.items()}
     box_w, box_h = [], []
+    size_grid = [[0] * GRID for _ in range(GRID)]
     for split_name, items in splits.items():
         boxes = sum(len(item.boxes) for item in items)
         split_stats[split_name] = {
@@ -35,8 +44,10 @@ def build(*, src: Path, fmt: str, settings, splits: dict, shard_files: dict[str,
         for item in items:
             for box in item.boxes:
                 per_class_boxes[box.label] += 1
-                box_w.append((box.xmax - box.xmin) / item.info.width)
-                box_h.append((box.ymax - box.ymin) / item.info.height)
+                w, h = (box.xmax - box.xmin) / item.info.width, (box.ymax - box.ymin) / item.info.height
+                box_w.append(w)
+                box_h.append(h)
+                size_grid[min(GRID - 1, int(h * GRID))][min(GRID - 1, int(w * GRID))] += 1
             for label in {box.label for box in item.boxes}:
                 per_class_images[label] += 1
         for name in class_stats:
@@ -71,54 +82,60 @@ def build(*, src: Path, fmt: str, settings, splits: dict, shard_files: dict[str,
         "issues": [issue.to_json() for issue in issues.issues],
         "seconds": round(seconds, 3),
         "images_per_second": round(images_out / seconds, 1) if seconds > 0 else None,
-        "_plot": {"box_w": box_w, "box_h": box_h},
+        "box_size_grid": size_grid,
     }
 
 
 def write(directory: Path, report: dict[str, Any]) -> None:
-    """report.json and report.png into ``directory``."""
-    plot_data = report.pop("_plot")
+    """report.json and report.html into ``directory``."""
     (directory / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    _plot(directory / "report.png", report, plot_data)
+    (directory / "report.html").write_text(render_html(report), encoding="utf-8")
 
 
-def _plot(path: Path, report: dict[str, Any], plot_data: dict[str, list[float]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = report["classes"]
-    names = list(classes)[:40]  # beyond 40 classes the bar chart stops being readable
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
-    ax = axes[0]
-    positions = range(len(names))
-    train = [classes[n]["boxes"].get("train", 0) for n in names]
-    val = [classes[n]["boxes"].get("val", 0) for n in names]
-    ax.bar(positions, train, label="train")
-    ax.bar(positions, val, bottom=train, label="val")
-    ax.set_xticks(list(positions), names, rotation=45, ha="right", fontsize=8)
-    ax.set_title("boxes per class")
-    ax.legend()
-    ax = axes[1]
-    if plot_data["box_w"]:
-        ax.hist2d(plot_data["box_w"], plot_data["box_h"], bins=20, range=[[0, 1], [0, 1]], cmap="Blues")
-    ax.set_xlabel("box width / image width")
-    ax.set_ylabel("box height / image height")
-    ax.set_title("box sizes")
-    ax = axes[2]
-    counts = report["issue_counts"]
-    labels = [f"{action}:{reason}" for action, reasons in counts.items() for reason in reasons]
-    values = [n for reasons in counts.values() for n in reasons.values()]
-    ax.barh(range(len(values)), values, color="tab:red")
-    ax.set_yticks(range(len(values)), labels, fontsize=8)
-    ax.set_title("issues" if values else "issues: none")
-    totals = report["totals"]
-    fig.suptitle(f"{report['source']['path']} ({report['source']['format']}): {totals['images']} images, "
-                 f"{totals['boxes']} boxes, {totals['negatives']} negatives, {len(classes)} classes")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+def render_html(report: dict[str, Any]) -> str:
+    """A one-file page: totals, splits, boxes per class, box sizes, issues."""
+    esc = html.escape
+    totals, classes = report["totals"], report["classes"]
+    most = max([sum(c["boxes"].values()) for c in classes.values()] + [1])
+    class_rows = "".join(
+        f"<tr><td>{info['id']}</td><td>{esc(name)}</td><td class=n>{info['boxes'].get('train', 0)}</td>"
+        f"<td class=n>{info['boxes'].get('val', 0)}</td><td class=n>{info['images'].get('train', 0)}</td>"
+        f"<td class=n>{info['images'].get('val', 0)}</td><td><span class=bar style='width:"
+        f"{100 * info['boxes'].get('train', 0) / most:.1f}%'></span><span class='bar val' style='width:"
+        f"{100 * info['boxes'].get('val', 0) / most:.1f}%'></span></td></tr>" for name, info in classes.items())
+    split_rows = "".join(
+        f"<tr><td>{esc(name)}</td><td class=n>{s['images']}</td><td class=n>{s['boxes']}</td>"
+        f"<td class=n>{s['negatives']}</td><td class=n>{s['bytes'] / 1e6:.1f}</td><td>{len(s['shards'])}</td></tr>"
+        for name, s in report["splits"].items())
+    grid = report["box_size_grid"]
+    peak = max([max(row) for row in grid] + [1])
+    cells = "".join(f"<div title='{n} boxes' style='opacity:{0.08 + 0.92 * n / peak if n else 0:.2f}'></div>"
+                    for row in reversed(grid) for n in row)
+    issue_rows = "".join(
+        f"<tr><td>{esc(i['action'])}</td><td>{esc(i['reason'])}</td><td>{esc(i['where'])}</td>"
+        f"<td>{esc(i['message'])}</td></tr>" for i in report["issues"][:HTML_ISSUE_ROWS])
+    more = len(report["issues"]) - HTML_ISSUE_ROWS
+    counts = ", ".join(f"{n} {esc(reason)}" for reasons in report["issue_counts"].values()
+                       for reason, n in reasons.items()) or "none"
+    return f"""<!doctype html><html><head><meta charset=utf-8><title>odstack data report</title><style>
+body{{font:14px system-ui,sans-serif;margin:2em;max-width:75em}} table{{border-collapse:collapse;margin:.5em 0 1.5em}}
+td,th{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-align:top}} td.n{{text-align:right}}
+.bar{{display:inline-block;height:10px;background:#1f77b4}} .bar.val{{background:#ff7f0e}}
+.grid{{display:grid;grid-template-columns:repeat({GRID},22px);gap:1px;background:#eee;width:max-content}}
+.grid div{{height:22px;background:#1f77b4}}</style></head><body>
+<h1>Data report</h1>
+<p><b>{esc(report['source']['path'])}</b> ({esc(report['source']['format'])}): {totals['images']} images,
+{totals['boxes']} boxes, {totals['negatives']} negatives, {len(classes)} classes;
+skipped {totals['skipped_images']} images and {totals['skipped_boxes']} boxes, clipped {totals['fixed_boxes']} boxes.</p>
+<h2>Splits</h2><table><tr><th>split<th>images<th>boxes<th>negatives<th>MB<th>shards</tr>{split_rows}</table>
+<h2>Classes</h2><table><tr><th>id<th>name<th>train boxes<th>val boxes<th>train images<th>val images
+<th>boxes (<span style=color:#1f77b4>train</span>, <span style=color:#ff7f0e>val</span>)</tr>{class_rows}</table>
+<h2>Box sizes</h2><p>Box width (left to right) and height (bottom to top) as a fraction of the image, 0 to 1.</p>
+<div class=grid>{cells}</div>
+<h2>Issues</h2><p>{counts}</p><table><tr><th>action<th>reason<th>where<th>message</tr>{issue_rows}</table>
+{f"<p>... and {more} more in report.json</p>" if more > 0 else ""}
+</body></html>
+"""
 
 
 def print_summary(report: dict[str, Any], out: Path) -> None:
@@ -138,5 +155,5 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         for reason, count in report["issue_counts"].get(action, {}).items():
             example = next(i for i in report["issues"] if i["action"] == action and i["reason"] == reason)
             lines.append(f"    {count:>5} x {reason}: e.g. {example['where']}: {example['message']}")
-    lines.append(f"  details: {out / 'report.json'} and report.png")
+    lines.append(f"  details: {out / 'report.html'} (open in a browser) and report.json")
     LOGGER.info("\n".join(lines))

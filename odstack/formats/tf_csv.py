@@ -221,11 +221,14 @@ def _resolve_image(filename: str, csv_dir: Path, root: Path, index: _DirIndex) -
     names = [basename] if os.path.isabs(stated) or ":" in stated.split("/")[0] else [stated, basename]
     dirs = [csv_dir] + [csv_dir / d for d in TfCsvLayout.IMAGE_DIRS] + [csv_dir.parent / "images", root]
     dirs += [root / d for d in TfCsvLayout.IMAGE_DIRS]
-    dirs = list(dict.fromkeys(dirs))
+    preferred = index.last_hit.get(csv_dir)
+    dirs = list(dict.fromkeys(([preferred] if preferred else []) + dirs))  # the folder that held the last image first
     for name in dict.fromkeys(names):
         for directory in dirs:
             candidate = Path(os.path.normpath(directory / name))
             if index.exists(candidate):
+                if "/" not in name:
+                    index.last_hit[csv_dir] = directory
                 return candidate
     return Path(os.path.normpath(csv_dir / names[0]))
 
@@ -309,6 +312,7 @@ class _DirIndex:
 
     def __init__(self) -> None:
         self._listings: dict[Path, set[str]] = {}
+        self.last_hit: dict[Path, Path] = {}  # CSV folder -> the folder its last image was found in
 
     def exists(self, path: Path) -> bool:
         directory = path.parent

@@ -57,10 +57,12 @@ def test_outputs_layout_and_report(tmp_path):
     report = run(src, tmp_path / "out", val_fraction=0.3, shards=2)
     out = tmp_path / "out"
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["label_map.pbtxt", "report.json", "report.png", "tf_csv", "train-00000-of-00002.record",
+    assert names == ["label_map.pbtxt", "report.html", "report.json", "tf_csv", "train-00000-of-00002.record",
                      "train-00001-of-00002.record", "val-00000-of-00002.record", "val-00001-of-00002.record"]
     assert labelmap.read(out / "label_map.pbtxt") == {"cat": 1, "dog": 2}
     assert json.loads((out / "report.json").read_text()) == report
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "<td>cat</td>" in page and "10 images" in page
     assert report["splits"]["train"]["images"] == 7 and report["splits"]["val"]["images"] == 3
     assert {c: v["id"] for c, v in report["classes"].items()} == {"cat": 1, "dog": 2}
     with open(out / "tf_csv" / "val.csv", newline="") as handle:

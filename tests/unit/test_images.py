@@ -25,7 +25,7 @@ def test_jpeg_and_png_are_stored_byte_for_byte(tmp_path, fmt, mode):
     path = make_image(tmp_path / f"a.{fmt.lower()}", 40, 30, fmt=fmt, mode=mode)
     info = images.probe(path)
     assert info.convert_reason is None
-    assert images.stored_bytes(path, info) == path.read_bytes()
+    assert images.stored_bytes(path.read_bytes(), info) == path.read_bytes()
     assert (info.width, info.height, info.stored_format) == (40, 30, fmt.lower().replace("jpeg", "jpeg"))
 
 
@@ -37,7 +37,7 @@ def test_other_formats_and_modes_are_converted_to_8bit_rgb(tmp_path, fmt, mode, 
     path = make_image(tmp_path / f"a.{fmt.lower()}", 40, 30, fmt=fmt, mode=mode)
     info = images.probe(path)
     assert info.convert_reason
-    data = images.stored_bytes(path, info)
+    data = images.stored_bytes(path.read_bytes(), info)
     assert info.stored_format == stored
     pixels = _decode(data)
     assert pixels.shape == (30, 40, 3) and pixels.dtype == np.uint8
@@ -51,7 +51,7 @@ def test_sixteen_bit_grey_is_scaled_not_saturated(tmp_path):  # stays PNG (lossl
     Image.fromarray(array).save(path)
     info = images.probe(path)
     assert info.convert_reason and info.stored_format == "png"
-    pixels = _decode(images.stored_bytes(path, info))
+    pixels = _decode(images.stored_bytes(path.read_bytes(), info))
     assert 120 <= int(pixels[5, 5, 0]) <= 136
 
 
@@ -70,7 +70,7 @@ def test_exif_rotation_is_applied_so_pixels_match_displayed_boxes(tmp_path):
     info = images.probe(path)
     assert (info.raw_width, info.raw_height) == (60, 40)
     assert (info.width, info.height) == (40, 60) and "orientation 6" in info.convert_reason
-    pixels = _decode(images.stored_bytes(path, info))
+    pixels = _decode(images.stored_bytes(path.read_bytes(), info))
     assert pixels.shape == (60, 40, 3)
     # displayed (rotated clockwise): the block is now at the top-right, 10 wide and 20 high
     assert pixels[5, 35].min() > 200 and pixels[5, 5].max() < 60
@@ -80,7 +80,7 @@ def test_exif_rotation_not_applied_when_annotation_states_raw_size(tmp_path):
     path = _rotated_jpeg(tmp_path / "r.jpg", 6)
     info = images.probe(path, declared_size=(60, 40))
     assert info.convert_reason is None and (info.width, info.height) == (60, 40)
-    assert images.stored_bytes(path, info) == path.read_bytes()
+    assert images.stored_bytes(path.read_bytes(), info) == path.read_bytes()
 
 
 @pytest.mark.parametrize("writer, reason", [
