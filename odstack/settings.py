@@ -68,7 +68,7 @@ def build(cls: type, section: str, args: list[str]) -> Any:
     overrides: dict[str, str] = {}
     for arg in args:
         if "=" not in arg:
-            raise ConfigError(f"argument {arg!r} is not key=value", hint=f"e.g. src=input/mydata")
+            raise ConfigError(f"argument {arg!r} is not key=value", hint="e.g. src=input/mydata")
         key, value = arg.split("=", 1)
         overrides[key.strip().lower()] = value
     if "cfg" in overrides:

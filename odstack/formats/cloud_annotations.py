@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
+from odstack.formats._common import load_json
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "cloud_annotations"
@@ -111,18 +112,7 @@ def _annotations_file(src: Path) -> Path:
 def _load(path: Path) -> dict:
     """The parsed file; DatasetError when it is missing, unparseable, not localization or lacks its keys."""
     rel = path.name
-    try:
-        data = json.loads(path.read_bytes())
-    except FileNotFoundError as error:
-        raise DatasetError("_annotations.json not found", where=str(path),
-                           hint="point SRC at the folder that holds _annotations.json and the images") from error
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"cannot parse {rel}: {error.msg} (column {error.colno})",
-                           where=Location(rel, line=error.lineno),
-                           hint="fix the JSON at that line or export the project again") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read {rel}: {error}", where=rel,
-                           hint="check the file is readable UTF-8 JSON") from error
+    data = load_json(path, rel, rel, hint="point SRC at the folder that holds _annotations.json and the images")
     if not isinstance(data, dict) or not isinstance(data.get("annotations"), dict):
         raise DatasetError("no \"annotations\" object (image file -> boxes)", where=rel,
                            hint="export the project from Cloud Annotations again")

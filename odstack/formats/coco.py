@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
+from odstack.formats._common import load_json
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "coco"
@@ -221,15 +222,7 @@ def _keys_in(text: bytes) -> bool:
 
 def _load(path: Path, rel: str) -> dict:
     """The parsed JSON; DatasetError (with the line) when it cannot be read or lacks the COCO lists."""
-    try:
-        data = json.loads(path.read_bytes())  # bytes: json detects UTF-8/16 and a BOM itself
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"cannot parse COCO JSON: {error.msg} (column {error.colno})",
-                           where=Location(rel, line=error.lineno),
-                           hint="fix the JSON at that line or export the annotations again") from error
-    except (OSError, UnicodeDecodeError) as error:
-        raise DatasetError(f"cannot read COCO JSON: {error}", where=rel,
-                           hint="check the file is readable UTF-8 JSON") from error
+    data = load_json(path, rel, "COCO JSON", hint="point SRC at the COCO annotation file or its folder")
     missing = [k for k in CocoLayout.REQUIRED_KEYS if not isinstance(data, dict) or not isinstance(data.get(k), list)]
     if missing:
         raise DatasetError(f"not a COCO detection file: no {', '.join(repr(k) for k in missing)} list", where=rel,

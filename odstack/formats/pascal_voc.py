@@ -18,6 +18,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Iterator
 
 from odstack.errors import DatasetError
+from odstack.formats._common import DirIndex, relative_name
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "pascal_voc"
@@ -67,7 +68,7 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
     if not xml_files:
         raise DatasetError("no .xml annotation files found", where=str(src),
                            hint="expected annotations/*.xml + images/ or VOC Annotations/ + JPEGImages/")
-    index = _DirIndex()
+    index = DirIndex()
     subsets: dict[Path, dict[str, str] | None] = {}
     for xml_path in xml_files:
         entry = _read_xml(xml_path, root, index, subsets, issues)
@@ -75,7 +76,7 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
             yield entry
 
 
-def _read_xml(xml_path: Path, root: Path, index: _DirIndex, subsets: dict, issues: IssueLog) -> ImageEntry | None:
+def _read_xml(xml_path: Path, root: Path, index: DirIndex, subsets: dict, issues: IssueLog) -> ImageEntry | None:
     rel = xml_path.relative_to(root).as_posix()
     try:
         tree = ET.parse(xml_path)
@@ -95,7 +96,7 @@ def _read_xml(xml_path: Path, root: Path, index: _DirIndex, subsets: dict, issue
         return None
 
     image = _resolve_image(xml_path, root, ann, index)
-    name = _relative_name(image, root)
+    name = relative_name(image, root)
     boxes = []
     for number, obj in enumerate(ann.findall("object"), start=1):
         box = _read_object(obj, Location(rel, item=f"object {number}"), name, issues)
@@ -149,7 +150,7 @@ def _declared_size(ann: ET.Element, rel: str, image: str, issues: IssueLog) -> t
     return (width, height) if width > 0 and height > 0 else None
 
 
-def _resolve_image(xml_path: Path, root: Path, ann: ET.Element, index: _DirIndex) -> Path:
+def _resolve_image(xml_path: Path, root: Path, ann: ET.Element, index: DirIndex) -> Path:
     """First existing candidate of <filename> (then the basename of <path>) in the usual places.
 
     Places, in order: the XML's own folder, a sibling images/ or JPEGImages/ folder, the dataset root
@@ -286,38 +287,3 @@ def _flag(text: str | None) -> bool:
 
 def _join(directory: Path, name: str) -> Path:
     return Path(os.path.normpath(directory / name))
-
-
-def _relative_name(image: Path, root: Path) -> str:
-    """Image path relative to the dataset root; relative to its parent for a sibling images/ folder."""
-    for base in (root, root.parent):
-        try:
-            return image.relative_to(base).as_posix()
-        except ValueError:
-            continue
-    return image.name
-
-
-class _DirIndex:
-    """Cached folder listings: one scandir per folder instead of a stat per candidate path."""
-
-    def __init__(self) -> None:
-        self._listings: dict[Path, set[str]] = {}
-
-    def _names(self, directory: Path) -> set[str]:
-        if directory not in self._listings:
-            try:
-                self._listings[directory] = set(os.listdir(directory))
-            except OSError:
-                self._listings[directory] = set()
-        return self._listings[directory]
-
-    def exists(self, path: Path) -> bool:
-        return path.name in self._names(path.parent)
-
-    def find_stem(self, directory: Path, stem: str, exts: tuple[str, ...]) -> Path | None:
-        for name in sorted(self._names(directory)):
-            base, ext = os.path.splitext(name)
-            if base == stem and ext.lower() in exts:
-                return directory / name
-        return None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Iterator
 
 from odstack.errors import DatasetError
+from odstack.formats._common import DirIndex, relative_name
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "tf_csv"
@@ -76,7 +77,7 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
     """One entry per distinct file name per CSV, in first-seen row order; CSV files in sorted order."""
     src = Path(os.path.abspath(src))
     root = src.parent if src.is_file() else src
-    index = _DirIndex()
+    index = DirIndex()
     for path, subset in _sources(src):
         yield from _read_csv(path, root, subset, index, issues)
 
@@ -130,9 +131,9 @@ def _candidates(src: Path) -> list[tuple[Path, str | None]]:
     return found
 
 
-def _read_csv(path: Path, root: Path, subset: str | None, index: _DirIndex,
+def _read_csv(path: Path, root: Path, subset: str | None, index: DirIndex,
               issues: IssueLog) -> Iterator[ImageEntry]:
-    rel = _relative_name(path, root)
+    rel = relative_name(path, root)
     try:
         # Decode up front so a bad byte is reported with its line, not as a half-read file.
         data = path.read_bytes()
@@ -166,7 +167,7 @@ def _read_csv(path: Path, root: Path, subset: str | None, index: _DirIndex,
 
 
 def _read_row(row: list[str], where: Location, columns: _Columns, path: Path, root: Path, subset: str | None,
-              entries: dict[str, ImageEntry], index: _DirIndex, issues: IssueLog) -> None:
+              entries: dict[str, ImageEntry], index: DirIndex, issues: IssueLog) -> None:
     def cell(i: int | None) -> str | None:
         return row[i].strip() if i is not None and i < len(row) else None
 
@@ -177,7 +178,7 @@ def _read_row(row: list[str], where: Location, columns: _Columns, path: Path, ro
     entry = entries.get(filename)
     if entry is None:
         image = _resolve_image(filename, path.parent, root, index)
-        entry = entries[filename] = ImageEntry(image=image, name=_relative_name(image, root), boxes=[],
+        entry = entries[filename] = ImageEntry(image=image, name=relative_name(image, root), boxes=[],
                                                where=where, subset=subset)
     if entry.declared_size is None and columns.width is not None:
         entry.declared_size = _size(cell(columns.width), cell(columns.height), where, entry.name, issues)
@@ -208,7 +209,7 @@ def _size(width: str | None, height: str | None, where: Location, image: str,
     return (w, h) if w > 0 and h > 0 else None
 
 
-def _resolve_image(filename: str, csv_dir: Path, root: Path, index: _DirIndex) -> Path:
+def _resolve_image(filename: str, csv_dir: Path, root: Path, index: DirIndex) -> Path:
     """First existing of: next to the CSV, its images/ folder, ../images (raccoon), the root and root/images.
 
     The stated name is tried first (it may hold sub-folders), then its basename; when nothing exists
@@ -295,30 +296,3 @@ def _float(text: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return value if math.isfinite(value) else None
-
-
-def _relative_name(path: Path, root: Path) -> str:
-    """Path relative to the dataset root; relative to its parent for ../images (raccoon data/ + images/)."""
-    for base in (root, root.parent):
-        try:
-            return path.relative_to(base).as_posix()
-        except ValueError:
-            continue
-    return path.name
-
-
-class _DirIndex:
-    """Cached folder listings: one listdir per folder instead of a stat per candidate path."""
-
-    def __init__(self) -> None:
-        self._listings: dict[Path, set[str]] = {}
-        self.last_hit: dict[Path, Path] = {}  # CSV folder -> the folder its last image was found in
-
-    def exists(self, path: Path) -> bool:
-        directory = path.parent
-        if directory not in self._listings:
-            try:
-                self._listings[directory] = set(os.listdir(directory))
-            except OSError:
-                self._listings[directory] = set()
-        return path.name in self._listings[directory]

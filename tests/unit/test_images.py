@@ -2,7 +2,6 @@
 trainer decodes (TensorFlow ignores EXIF) match the boxes the annotator drew."""
 from __future__ import annotations
 
-import io
 
 import numpy as np
 import pytest

@@ -1,0 +1,62 @@
+"""Helpers several format modules share: finding image files cheaply and naming them, loading JSON."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from odstack.errors import DatasetError
+from odstack.records import Location
+
+
+def relative_name(path: Path, root: Path) -> str:
+    """Path relative to the dataset root; relative to its parent for a sibling images/ folder (raccoon)."""
+    for base in (root, root.parent):
+        try:
+            return path.relative_to(base).as_posix()
+        except ValueError:
+            continue
+    return path.name
+
+
+class DirIndex:
+    """Cached folder listings: one listdir per folder instead of a stat per candidate path."""
+
+    def __init__(self) -> None:
+        self._listings: dict[Path, set[str]] = {}
+        self.last_hit: dict[Path, Path] = {}  # annotation folder -> the folder its last image was found in
+
+    def names(self, directory: Path) -> set[str]:
+        if directory not in self._listings:
+            try:
+                self._listings[directory] = set(os.listdir(directory))
+            except OSError:
+                self._listings[directory] = set()
+        return self._listings[directory]
+
+    def exists(self, path: Path) -> bool:
+        return path.name in self.names(path.parent)
+
+    def find_stem(self, directory: Path, stem: str, exts: tuple[str, ...]) -> Path | None:
+        """The file in ``directory`` named ``stem`` with one of ``exts`` (case-insensitive), if any."""
+        for name in sorted(self.names(directory)):
+            base, ext = os.path.splitext(name)
+            if base == stem and ext.lower() in exts:
+                return directory / name
+        return None
+
+
+def load_json(path: Path, rel: str, what: str, hint: str) -> Any:
+    """Parsed JSON; a DatasetError naming the file and line when it cannot be read or parsed."""
+    try:
+        return json.loads(path.read_bytes())  # bytes: json detects UTF-8/16 and a BOM itself
+    except FileNotFoundError as error:
+        raise DatasetError(f"{what} not found", where=str(path), hint=hint) from error
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"cannot parse {what}: {error.msg} (column {error.colno})",
+                           where=Location(rel, line=error.lineno), hint="fix the JSON at that line, or export "
+                           "the annotations again") from error
+    except (OSError, UnicodeDecodeError) as error:
+        raise DatasetError(f"cannot read {what}: {error}", where=rel,
+                           hint="check the file is readable UTF-8 JSON") from error
