@@ -1,0 +1,520 @@
+"""The ``tfvision`` engine: RetinaNet-family detectors trained with TF Model Garden (``official.vision``).
+
+Why a second engine: the TF OD API and its model zoo need a source checkout, TF-version patches and
+downloads that CI (and users behind firewalls) cannot have. ``tf-models-official`` installs from PyPI
+alone, reads the OD API TFRecords written by `make data` as they are, and trains small detectors on a
+CPU in minutes, so CI and `make demo` train and evaluate a real detector with it.
+
+How it uses Model Garden (the way ``official/vision/train.py`` does, as a library):
+
+- the experiment config is a registered base experiment (``retinanet_resnetfpn_coco``) plus *only our
+  overrides*, written to ``<run>/pipeline.yaml`` and read back through Model Garden's own parser
+  (``ExperimentParser``: base -> config file -> params_override, then ``validate()`` and ``lock()``), so
+  the file on disk is exactly what trains and can be fed to ``export_saved_model --config_file``;
+- ``train_lib.OrbitExperimentRunner`` in ``train_and_eval`` mode runs the loop, checkpoints (run dir =
+  model_dir, so a second call resumes), and TensorBoard events (``train/``, ``eval/``);
+- an Orbit eval action hands every evaluation to ``RunDir.record_eval`` (metrics.json, best/ by AP)
+  and prints one progress line; Model Garden's own best-checkpoint exporter is not used, so best/ has
+  one owner.
+
+TensorFlow is imported inside the functions: importing this module (e.g. for `make models`) is free.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import yaml
+
+from odstack.errors import ConfigError
+from odstack.log import LOGGER
+from odstack.train.run import DatasetInfo, RunDir, TrainSettings
+
+NAME = "tfvision"
+BASE_EXPERIMENT = "retinanet_resnetfpn_coco"
+PIPELINE_FILE = "pipeline.yaml"
+PARAMS_FILE = "params.yaml"     # the fully resolved config, as Model Garden's train.py writes it
+CHATTER_FILE = "tfvision.log"   # Orbit's and pycocotools' stdout prints (per loop, per eval) go here
+EVAL_SUBDIR = "eval"            # TensorBoard: <run>/train (Orbit's fixed name) and <run>/eval
+KEEP_CHECKPOINTS = 5
+MAX_STEPS_PER_LOOP = 100        # steps inside one tf.function call; also the train summary interval
+_PREFIX = f"train[{NAME}]:"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One entry of the model table: its Model Garden ``task.model`` overrides and training defaults."""
+
+    name: str
+    description: str
+    input_size: int            # image_size=auto
+    batch: int                 # batch=auto
+    learning_rate: float       # peak SGD learning rate at batch 8; scaled linearly with the batch
+    notes: str
+    model: dict[str, Any] = field(default_factory=dict)
+
+
+MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
+    ModelSpec(
+        name="retinanet_mobilenetv2",
+        description="RetinaNet, MobileNetV2 (width 0.5) backbone, FPN levels 3-5, 64-filter separable FPN/head",
+        input_size=320, batch=8, learning_rate=0.08,
+        notes="CPU-friendly; from scratch unless init_checkpoint is given. 2 CPU cores, batch 8: "
+              "~10 steps/s at 128 px (demo/CI: AP50 1.0 on synthetic shapes after 400 steps), ~3 at 320 px.",
+        model={
+            "min_level": 3, "max_level": 5,
+            "backbone": {"type": "mobilenet", "mobilenet": {"model_id": "MobileNetV2", "filter_size_scale": 0.5}},
+            "decoder": {"type": "fpn", "fpn": {"num_filters": 64, "use_separable_conv": True}},
+            "head": {"num_convs": 4, "num_filters": 64, "use_separable_conv": True},
+            "norm_activation": {"activation": "relu6", "use_sync_bn": False},
+        }),
+]}
+
+
+def models() -> list[dict[str, Any]]:
+    """Entries for `make models`."""
+    return [{"engine": NAME, "name": m.name, "description": m.description,
+             "input_size": f"{m.input_size} (auto); demo/CI: 128", "batch": m.batch,
+             "base_experiment": BASE_EXPERIMENT, "notes": m.notes} for m in MODELS.values()]
+
+
+# ------------------------------------------------------------------------------------------ config
+
+@dataclass(frozen=True)
+class _Plan:
+    """The resolved numbers of one training call (what the progress lines and the header report)."""
+
+    model: ModelSpec
+    image_size: int
+    batch: int
+    learning_rate: float
+    warmup_steps: int
+    steps: int
+    every: int
+    steps_per_loop: int
+    init_checkpoint: str
+
+
+def _spec(settings: TrainSettings) -> ModelSpec:
+    name = settings.resolved_model()
+    if name not in MODELS:
+        raise ConfigError(f"model={name!r} is not a {NAME} model; {NAME} models: {', '.join(MODELS)}",
+                          hint="`make models` lists every engine's models")
+    return MODELS[name]
+
+
+def _positive_int(value: int | str, default: int, key: str) -> int:
+    if value == "auto":
+        return default
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ConfigError(f"{key}={value!r} must be a positive integer or auto")
+    return number
+
+
+def _plan(settings: TrainSettings) -> _Plan:
+    spec = _spec(settings)
+    if int(settings.steps) < 1:
+        raise ConfigError(f"steps={settings.steps!r} must be a positive integer")
+    steps = int(settings.steps)
+    size = _positive_int(settings.image_size, spec.input_size, "image_size")
+    if size % 32:  # MobileNetV2 + FPN up to level 5 needs sizes divisible by 2**5
+        raise ConfigError(f"image_size={size} must be a multiple of 32 for {spec.name}",
+                          hint=f"e.g. image_size={max(32, round(size / 32) * 32)}")
+    batch = _positive_int(settings.batch, spec.batch, "batch")
+    if settings.learning_rate == "auto":
+        lr = spec.learning_rate * batch / 8  # linear scaling rule from the batch the default was tuned at
+    else:
+        try:
+            lr = float(settings.learning_rate)
+        except (TypeError, ValueError):
+            lr = -1.0
+        if not lr > 0:
+            raise ConfigError(f"learning_rate={settings.learning_rate!r} must be a positive number or auto")
+    every = settings.resolved_checkpoint_every()
+    return _Plan(model=spec, image_size=size, batch=batch, learning_rate=lr,
+                 # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
+                 warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
+                 steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
+                 init_checkpoint=_init_checkpoint(settings))
+
+
+def _init_checkpoint(settings: TrainSettings) -> str:
+    """The backbone checkpoint to start from, or "" to train from scratch.
+
+    No pretrained MobileNetV2 weights can be downloaded where odstack is developed, so training from
+    scratch is the default. A user with weights passes ``init_checkpoint=<path or gs:// URL>`` (a
+    Model Garden MobileNetV2 classification checkpoint of the same width); it is checked up front so
+    an offline machine fails in seconds with a clear message instead of deep inside TensorFlow.
+    """
+    source = str(getattr(settings, "init_checkpoint", None) or "")
+    if settings.from_scratch or not source:
+        return ""
+    hint = "download it to a local path and pass that, or train with from_scratch=true"
+    scheme = urlparse(source).scheme
+    if scheme in ("http", "https"):
+        raise ConfigError(f"init_checkpoint={source!r}: TensorFlow reads checkpoints from local paths or gs://, "
+                          "not HTTP", hint=hint)
+    if scheme == "gs":
+        try:  # GCS retries for minutes when offline: test the route first
+            socket.create_connection(("storage.googleapis.com", 443), timeout=5).close()
+        except OSError as error:
+            raise ConfigError(f"init_checkpoint={source!r} is unreachable (storage.googleapis.com: {error})",
+                              hint=hint) from error
+        return source
+    path = Path(source).expanduser()
+    if not (path.is_dir() or Path(str(path) + ".index").exists()):
+        raise ConfigError(f"init_checkpoint={source!r}: no checkpoint there (expected a directory or a "
+                          "checkpoint prefix with a .index file)", hint=hint)
+    return str(path)
+
+
+def _overrides(plan: _Plan, data: DatasetInfo) -> dict[str, Any]:
+    """Everything odstack changes in the base experiment; nothing else goes into pipeline.yaml."""
+    size, batch = plan.image_size, plan.batch
+    shuffle = min(1000, data.train_images or 1000)  # serialized records: bounded memory on big JPEGs
+    return {
+        # float32: the base's bfloat16 is emulated (slow) on CPUs and most GPUs
+        "runtime": {"mixed_precision_dtype": "float32"},
+        "task": {
+            "init_checkpoint": plan.init_checkpoint,
+            "init_checkpoint_modules": "backbone",
+            "annotation_file": "",  # COCO ground truth comes from the val records, not a JSON file
+            "model": {**plan.model.model, "num_classes": data.num_classes + 1,  # + background (id 0)
+                      "input_size": [size, size, 3]},
+            "train_data": {"input_path": data.train_pattern, "global_batch_size": batch, "dtype": "float32",
+                           "shuffle_buffer_size": shuffle},
+            "validation_data": {
+                "input_path": data.val_pattern, "global_batch_size": batch, "dtype": "float32",
+                "drop_remainder": False,  # evaluate every val image
+                # our source_id is the file name; Model Garden's COCO evaluator needs an integer id
+                "decoder": {"type": "simple_decoder", "simple_decoder": {"regenerate_source_id": True}},
+            },
+        },
+        "trainer": {
+            "train_steps": plan.steps,
+            "validation_steps": -1,  # the whole val split
+            "validation_interval": plan.every,
+            "checkpoint_interval": plan.every,
+            "steps_per_loop": plan.steps_per_loop,
+            "summary_interval": plan.steps_per_loop,
+            "max_to_keep": KEEP_CHECKPOINTS,
+            "validation_summary_subdir": EVAL_SUBDIR,
+            "optimizer_config": {
+                "optimizer": {"type": "sgd", "sgd": {"momentum": 0.9}},
+                "learning_rate": {"type": "cosine", "cosine": {"initial_learning_rate": plan.learning_rate,
+                                                               "decay_steps": plan.steps}},
+                "warmup": {"type": "linear", "linear": {"warmup_steps": plan.warmup_steps,
+                                                        "warmup_learning_rate": plan.learning_rate / 10}},
+            },
+        },
+    }
+
+
+def _only_changes(overrides: dict[str, Any], base: dict[str, Any]) -> dict[str, Any]:
+    """``overrides`` without the values the base experiment already has (so the file shows real choices).
+
+    A one-of config's inactive branches are absent from ``base``: a branch we switch to is kept whole.
+    """
+    changed: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in base:
+            changed[key] = value
+        elif isinstance(value, dict) and isinstance(base[key], dict):
+            inner = _only_changes(value, base[key])
+            if inner:
+                changed[key] = inner
+        elif isinstance(value, (list, tuple)) and isinstance(base[key], (list, tuple)):
+            if list(value) != list(base[key]):
+                changed[key] = value
+        elif value != base[key] or type(value) is not type(base[key]):
+            changed[key] = value
+    return changed
+
+
+def render_overrides(plan: _Plan, data: DatasetInfo) -> dict[str, Any]:
+    """What pipeline.yaml holds: odstack's settings minus what the base experiment already says."""
+    _import_tensorflow()
+    from official.core import exp_factory
+    from official.vision import registry_imports  # noqa: F401  (registers the vision experiments/tasks)
+
+    return _only_changes(_overrides(plan, data), exp_factory.get_exp_config(BASE_EXPERIMENT).as_dict())
+
+
+def write_pipeline(path: Path, model: str, overrides: dict[str, Any]) -> None:
+    """``pipeline.yaml``: a header naming the base experiment, then the overrides."""
+    header = (f"# odstack {NAME} pipeline for model {model}\n"
+              f"# base experiment: {BASE_EXPERIMENT}\n"
+              "# Only odstack's overrides are here. Full config: exp_factory.get_exp_config(base experiment),\n"
+              "# then this file (Model Garden: --experiment=<base> --config_file=<this file>).\n")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(header + yaml.safe_dump(overrides, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_params(pipeline: Path, params_override: dict[str, Any] | None = None):
+    """The validated, locked ExperimentConfig of a pipeline.yaml (Model Garden's own parsing path)."""
+    _import_tensorflow()
+    from official.core import train_utils
+    from official.vision import registry_imports  # noqa: F401  (registers the vision experiments/tasks)
+
+    base = _base_experiment(pipeline)
+    options = train_utils.ParseConfigOptions(experiment=base, config_file=[str(pipeline)],
+                                             params_override=json.dumps(params_override) if params_override else "")
+    return train_utils.parse_configuration(options, lock_return=True, print_return=False)
+
+
+def _base_experiment(pipeline: Path) -> str:
+    if not pipeline.exists():
+        raise ConfigError(f"no {PIPELINE_FILE} in {pipeline.parent}: this run was not trained with ENGINE={NAME}",
+                          where=str(pipeline.parent), hint="train it first, or pick the run's own engine")
+    match = re.search(r"^# base experiment: (\S+)$", pipeline.read_text(encoding="utf-8"), re.MULTILINE)
+    if not match:
+        raise ConfigError("the header line '# base experiment: <name>' is missing", where=str(pipeline),
+                          hint=f"restore it (e.g. '# base experiment: {BASE_EXPERIMENT}') or re-run `make train`")
+    return match.group(1)
+
+
+# ------------------------------------------------------------------------------------------ runtime
+
+def _import_tensorflow():
+    """Import TensorFlow with its C++ and absl chatter turned down.
+
+    TF's C++ log is silenced unless the user set TF_CPP_MIN_LOG_LEVEL: on a CPU machine it prints
+    "failed call to cuInit" and oneDNN notes as *errors* that mean nothing; real failures still
+    raise Python exceptions. absl (Model Garden, Orbit) keeps warnings.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbit/Model Garden log every loop at INFO
+    tf.get_logger().setLevel(logging.ERROR)
+    # Model Garden's FPN passes the backbone's extra level to a Keras functional model, which warns on
+    # every build; the warning is about Keras input plumbing, not about the user's model.
+    warnings.filterwarnings("ignore", message="Input dict contained keys", category=UserWarning)
+    # coco_utils calls int() on a 1-element array once per box: NumPy 2.x deprecates it (NumPy 2.4
+    # makes it an error, hence numpy<2.4 in the requirements); nothing a user can act on.
+    warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0 to a scalar",
+                            category=DeprecationWarning)
+    return tf
+
+
+@contextlib.contextmanager
+def _chatter_to(path: Path) -> Iterator[None]:
+    """Send stdout prints (Orbit's per-loop lines, pycocotools' tables) to a log file in the run.
+
+    Our own progress lines go to the odstack logger (stderr) and stay visible; the detail is kept for
+    debugging rather than thrown away.
+    """
+    with open(path, "a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle):
+        yield
+
+
+def _strategy(gpus_setting: str):
+    """The distribution strategy for ``gpus`` (auto | none | all | "0,1"), and a word for the log.
+
+    One GPU (or the CPU): Model Garden's ``one_device``; several: ``mirrored`` over them (the batch is
+    global). Devices are chosen with ``set_visible_devices``, before TensorFlow initialises them.
+    """
+    tf = _import_tensorflow()
+    from official.common import distribute_utils
+
+    found = tf.config.list_physical_devices("GPU")
+    wanted = str(gpus_setting or "auto").strip().lower()
+    if wanted == "none":
+        chosen = []
+    elif wanted in ("auto", "all"):
+        chosen = tf.config.get_visible_devices("GPU")  # what an earlier call in this process left visible
+    else:
+        try:
+            ids = [int(part) for part in wanted.split(",") if part.strip()]
+        except ValueError:
+            ids = []
+        if not ids:
+            raise ConfigError(f"gpus={gpus_setting!r} must be auto, none, all or device ids like 0,1")
+        missing = [i for i in ids if not 0 <= i < len(found)]
+        if missing:
+            raise ConfigError(f"gpus={gpus_setting!r}: TensorFlow sees {len(found)} GPU(s), not device(s) {missing}",
+                              hint="check nvidia-smi / the container's GPU access, or pass gpus=none")
+        chosen = [found[i] for i in ids]
+    if wanted == "all" and not found:
+        raise ConfigError("gpus=all asked for GPUs but TensorFlow sees none",
+                          hint="check the NVIDIA driver/container toolkit (nvidia-smi), or pass gpus=none")
+    if chosen != tf.config.get_visible_devices("GPU"):
+        tf.config.set_visible_devices(chosen, "GPU")
+    if len(chosen) > 1:
+        return distribute_utils.get_distribution_strategy("mirrored", num_gpus=len(chosen)), f"{len(chosen)} GPUs"
+    return (distribute_utils.get_distribution_strategy("one_device", num_gpus=len(chosen)),
+            "GPU" if chosen else "CPU")
+
+
+def _scalars(logs: dict[str, Any]) -> dict[str, float]:
+    """Model Garden's eval logs as plain floats: COCO keys as they are, losses as val_<name>."""
+    import numpy as np
+
+    values: dict[str, float] = {}
+    for key, value in logs.items():
+        array = np.asarray(value.numpy() if hasattr(value, "numpy") else value)
+        if array.size != 1 or not np.issubdtype(array.dtype, np.number):
+            continue
+        if key == "total_loss":
+            continue  # the trainer reports it again as validation_loss
+        name = key if key.startswith(("AP", "AR")) else "val_loss" if key == "validation_loss" else f"val_{key}"
+        values[name] = float(array.reshape(()))
+    return values
+
+
+class _Recorder:
+    """Orbit train/eval actions: times training, records every evaluation in the run, logs one line."""
+
+    def __init__(self, run: RunDir, total_steps: int):
+        self.run = run
+        self.total_steps = total_steps
+        self.manager = None      # set once the runner exists (the actions are created before it)
+        self.global_step = None
+        self.loss = float("nan")
+        self.seconds = 0.0       # training time since the last evaluation (evaluation excluded)
+        self.steps = 0
+        self.mark = time.monotonic()
+        self.last_step = 0
+
+    def start(self, step: int) -> None:
+        self.mark, self.last_step = time.monotonic(), step
+
+    def train_action(self, output: dict[str, Any]) -> None:
+        now, step = time.monotonic(), int(self.global_step.numpy())
+        self.seconds += now - self.mark
+        self.steps += step - self.last_step
+        self.mark, self.last_step = now, step
+        loss = output.get("training_loss", output.get("total_loss"))
+        if loss is not None:
+            self.loss = float(loss.numpy() if hasattr(loss, "numpy") else loss)
+
+    def eval_action(self, output: dict[str, Any]) -> None:
+        step = int(self.global_step.numpy())
+        # Orbit saves at checkpoint_interval before evaluating; a last partial interval has no checkpoint
+        # yet (Orbit saves it after the final eval), so save it now: every recorded eval has its files.
+        latest = self.manager.latest_checkpoint
+        if latest is None or int(latest.rsplit("-", 1)[1]) != step:
+            saved = self.manager.save(checkpoint_number=step, check_interval=False)
+            latest = saved or self.manager.latest_checkpoint
+        metrics = _scalars(output)
+        is_best = self.run.record_eval(step, Path(latest), metrics)
+        rate = self.steps / self.seconds if self.seconds > 0 else float("nan")
+        LOGGER.info("%s step %*d/%d  loss %.3f  AP50 %.3f  AP %.3f  %.1f steps/s%s", _PREFIX,
+                    len(str(self.total_steps)), step, self.total_steps, self.loss, metrics.get("AP50", -1.0),
+                    metrics.get("AP", -1.0), rate, "  (best)" if is_best else "")
+        self.seconds, self.steps = 0.0, 0
+        self.mark = time.monotonic()
+
+
+# ------------------------------------------------------------------------------------------ the API
+
+def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
+    """Train (or resume) ``run`` up to ``settings.steps`` total steps, evaluating every checkpoint."""
+    plan = _plan(settings)
+    run.start(settings, data)
+    pipeline = run.path / PIPELINE_FILE
+    write_pipeline(pipeline, plan.model.name, render_overrides(plan, data))
+
+    _import_tensorflow()
+    from official.core import task_factory, train_lib, train_utils
+    from official.modeling import performance
+
+    strategy, device = _strategy(settings.gpus)
+    params = load_params(pipeline)
+    train_utils.serialize_config(params, str(run.path))
+    performance.set_mixed_precision_policy(params.runtime.mixed_precision_dtype)
+    evaluate_too = bool(data.val_shards)
+    LOGGER.info("%s %s at %d px, batch %d, lr %g (warmup %d, cosine to step %d), %s; checkpoint%s every %d steps",
+                _PREFIX, plan.model.name, plan.image_size, plan.batch, plan.learning_rate, plan.warmup_steps,
+                plan.steps, device, " + eval" if evaluate_too else "", plan.every)
+    if not evaluate_too:
+        LOGGER.warning("%s no val shards in %s: training only (no metrics.json, no best/); re-run `make data` "
+                       "with val_fraction > 0 to evaluate", _PREFIX, data.directory)
+    if not plan.init_checkpoint:
+        LOGGER.info("%s from scratch (no init_checkpoint)", _PREFIX)
+
+    recorder = _Recorder(run, plan.steps)
+    started = time.monotonic()
+    with _chatter_to(run.path / CHATTER_FILE):
+        with strategy.scope():
+            task = task_factory.get_task(params.task, logging_dir=str(run.path))
+        runner = train_lib.OrbitExperimentRunner(
+            distribution_strategy=strategy, task=task, mode="train_and_eval" if evaluate_too else "train",
+            params=params, model_dir=str(run.path), train_actions=[recorder.train_action],
+            eval_actions=[recorder.eval_action] if evaluate_too else None)
+        recorder.manager, recorder.global_step = runner.checkpoint_manager, runner.trainer.global_step
+        first = int(recorder.global_step.numpy())
+        if first:
+            LOGGER.info("%s resuming from %s (step %d)", _PREFIX, runner.checkpoint_manager.latest_checkpoint,
+                        first)
+        if first >= plan.steps:
+            LOGGER.info("%s already at step %d >= steps=%d: nothing to train (raise steps to continue)",
+                        _PREFIX, first, plan.steps)
+        recorder.start(first)
+        runner.run()
+
+        # The final checkpoint must be evaluated even when nothing was left to train (e.g. a run that
+        # stopped between its last checkpoint and that checkpoint's evaluation).
+        final = int(recorder.global_step.numpy())
+        latest = run.metrics().get("latest")
+        if evaluate_too and (latest is None or latest["step"] != final):
+            with strategy.scope():
+                runner.controller.evaluate(steps=-1)
+    seconds = time.monotonic() - started
+    best = run.metrics().get("best")
+    summary = (f"best AP50 {best['AP50']:.3f} (AP {best['AP']:.3f}) at step {best['step']} -> {run.best_dir}"
+               if best else "no evaluation")
+    LOGGER.info("%s done: step %d in %.0f s; %s", _PREFIX, final, seconds, summary)
+
+
+def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, float]:
+    """COCO metrics (pycocotools, through Model Garden's evaluator) of one checkpoint on ``data``'s val shards.
+
+    ``checkpoint`` is a checkpoint prefix (``<run>/ckpt-400``) or a directory holding a ``checkpoint``
+    index file (the run directory: its latest; ``best/``). Returns COCO keys (AP, AP50, ..., ARmax100;
+    -1 where the val set has no object of that size, as pycocotools reports it), val_* losses and "step".
+    """
+    if not data.val_shards:
+        raise ConfigError("no val-*.record shards to evaluate on", where=str(data.directory),
+                          hint="re-run `make data` with val_fraction > 0")
+    tf = _import_tensorflow()
+    from official.core import task_factory, train_utils
+
+    prefix = Path(checkpoint)
+    if prefix.is_dir():
+        found = tf.train.latest_checkpoint(str(prefix))
+        if found is None:
+            raise ConfigError("no checkpoint in this directory", where=str(prefix), hint="train first")
+        prefix = Path(found)
+    elif not Path(str(prefix) + ".index").exists():
+        raise ConfigError("no such checkpoint (expected <prefix>.index)", where=str(prefix),
+                          hint=f"pass a checkpoint of {run.path}, e.g. {run.path / 'ckpt-N'} or {run.best_dir}")
+    strategy, _ = _strategy("auto")
+    params = load_params(run.path / PIPELINE_FILE,
+                         {"task": {"validation_data": {"input_path": data.val_pattern}}})
+    with _chatter_to(run.path / CHATTER_FILE), strategy.scope():
+        task = task_factory.get_task(params.task, logging_dir=str(run.path))
+        trainer = train_utils.create_trainer(params, task, train=False, evaluate=True)
+        # expect_partial: the optimizer's slots are in the checkpoint but evaluation never builds them
+        trainer.checkpoint.read(str(prefix)).expect_partial()
+        logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
+    values = _scalars(logs)
+    values["step"] = float(trainer.global_step.numpy())
+    return values

@@ -1,0 +1,223 @@
+"""A training run's directory, the dataset it trains on, and the bookkeeping every engine shares.
+
+    output/<run>/
+      run.json            engine, model, settings, dataset, created/updated (what `make eval/export` read)
+      label_map.pbtxt     the label map the run was trained with (copied: the dataset may change later)
+      pipeline.config     OD API engine: the rendered TrainEvalPipelineConfig
+      pipeline.yaml       tfvision engine: the rendered Model Garden experiment config
+      ckpt-N.*  checkpoint  checkpoints (the engine's model_dir is the run directory)
+      train/  eval/       TensorBoard event files
+      metrics.json        COCO metrics per evaluated checkpoint, plus "best" and "latest"
+      best/               a copy of the checkpoint with the highest AP (the OD API has no such thing)
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from odstack import labelmap, tfrecord
+from odstack.errors import ConfigError, DatasetError
+
+OUTPUT_DIR = Path("output")
+DEFAULT_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
+BEST_METRIC = "AP"
+
+
+@dataclass
+class TrainSettings:
+    """Settings of `make train` (defaults: odstack/cfg/default.yaml, section ``train``)."""
+
+    engine: str = "tfvision"
+    model: str = "auto"
+    run: str = "auto"
+    data: Path = Path("input/tf_records")
+    steps: int = 1000
+    batch: int | str = "auto"
+    image_size: int | str = "auto"
+    learning_rate: float | str = "auto"
+    checkpoint_every: int | str = "auto"
+    from_scratch: bool = False
+    init_checkpoint: str | None = None
+    gpus: str = "auto"
+    zoo_cache: Path = Path("~/.cache/odstack/zoo")
+    zoo_url: str = "auto"
+
+    def resolved_model(self) -> str:
+        if self.engine not in DEFAULT_MODELS:
+            raise ConfigError(f"engine={self.engine!r} is not one of: {', '.join(DEFAULT_MODELS)}")
+        return DEFAULT_MODELS[self.engine] if self.model == "auto" else self.model
+
+    def resolved_run(self) -> str:
+        name = self.resolved_model() if self.run == "auto" else self.run
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ConfigError(f"run={name!r}: use letters, digits, '.', '_' and '-' only")
+        return name
+
+    def resolved_checkpoint_every(self) -> int:
+        if self.checkpoint_every != "auto":
+            return max(1, int(self.checkpoint_every))
+        # a few evaluations per run, never so rare that a short run ends without a saved checkpoint
+        return max(1, min(1000, math.ceil(self.steps / 5)))
+
+
+@dataclass
+class EvalSettings:
+    """Settings of `make eval` (section ``eval``)."""
+
+    run: str = "auto"
+    checkpoint: str = "latest"
+    data: Path = Path("input/tf_records")
+
+
+@dataclass
+class DatasetInfo:
+    """What a training run needs to know about the output of `make data`."""
+
+    directory: Path
+    label_map: Path
+    labels: dict[str, int]
+    train_shards: list[Path]
+    val_shards: list[Path]
+    train_images: int | None = None
+    val_images: int | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return max(self.labels.values())
+
+    @property
+    def train_pattern(self) -> str:
+        return str(self.directory / tfrecord.shard_glob("train"))
+
+    @property
+    def val_pattern(self) -> str:
+        return str(self.directory / tfrecord.shard_glob("val"))
+
+    @classmethod
+    def load(cls, directory: Path) -> "DatasetInfo":
+        directory = Path(directory)
+        label_map = directory / "label_map.pbtxt"
+        if not label_map.exists():
+            raise DatasetError("no label_map.pbtxt here: this is not the output of `make data`", where=str(directory),
+                               hint="run `make data SRC=input/<dataset>` first, or pass DATA=<its OUT>")
+        train = sorted(directory.glob(tfrecord.shard_glob("train")))
+        val = sorted(directory.glob(tfrecord.shard_glob("val")))
+        if not train:
+            raise DatasetError("no train-*.record shards", where=str(directory), hint="re-run `make data`")
+        counts: dict[str, Any] = {}
+        report = directory / "report.json"
+        if report.exists():
+            counts = json.loads(report.read_text(encoding="utf-8")).get("splits", {})
+        return cls(directory=directory, label_map=label_map, labels=labelmap.read(label_map), train_shards=train,
+                   val_shards=val, train_images=counts.get("train", {}).get("images"),
+                   val_images=counts.get("val", {}).get("images"))
+
+
+@dataclass
+class RunDir:
+    """One run's directory and its JSON bookkeeping."""
+
+    path: Path
+
+    @classmethod
+    def named(cls, name: str) -> "RunDir":
+        return cls(OUTPUT_DIR / name)
+
+    @property
+    def run_json(self) -> Path:
+        return self.path / "run.json"
+
+    @property
+    def metrics_json(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def label_map(self) -> Path:
+        return self.path / "label_map.pbtxt"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.path / "best"
+
+    def exists(self) -> bool:
+        return self.run_json.exists()
+
+    def info(self) -> dict[str, Any]:
+        if not self.exists():
+            raise ConfigError(f"no training run at {self.path}", hint="train first: `make train`, or pass RUN=<name>")
+        return json.loads(self.run_json.read_text(encoding="utf-8"))
+
+    def start(self, settings: TrainSettings, data: DatasetInfo) -> dict[str, Any]:
+        """Create the run, or check a resumed one trains the same engine/model on the same classes."""
+        record = {
+            "engine": settings.engine,
+            "model": settings.resolved_model(),
+            "labels": data.labels,
+            "data": str(data.directory),
+            "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
+        }
+        if self.exists():
+            previous = self.info()
+            for key in ("engine", "model", "labels"):
+                if previous.get(key) != record[key]:
+                    raise ConfigError(
+                        f"run {self.path.name!r} exists with a different {key} ({previous.get(key)!r})",
+                        where=str(self.path), hint="pass RUN=<a new name> to start a new run, or remove the old one")
+            record["created"] = previous.get("created")
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        shutil.copyfile(data.label_map, self.label_map)
+        _write_json(self.run_json, record)
+        return record
+
+    def metrics(self) -> dict[str, Any]:
+        if not self.metrics_json.exists():
+            return {"metric": BEST_METRIC, "history": [], "best": None, "latest": None}
+        return json.loads(self.metrics_json.read_text(encoding="utf-8"))
+
+    def record_eval(self, step: int, checkpoint: Path, values: dict[str, float]) -> bool:
+        """Add one evaluation; if it is the best so far, copy its checkpoint to best/. True if best."""
+        metrics = self.metrics()
+        entry = {"step": int(step), "checkpoint": str(checkpoint), **{k: float(v) for k, v in values.items()}}
+        metrics["history"] = [h for h in metrics["history"] if h["step"] != entry["step"]] + [entry]
+        metrics["history"].sort(key=lambda h: h["step"])
+        metrics["latest"] = entry
+        best = metrics.get("best")
+        is_best = best is None or entry.get(BEST_METRIC, -1.0) > best.get(BEST_METRIC, -1.0)
+        if is_best:
+            self._copy_checkpoint(checkpoint, self.best_dir)
+            metrics["best"] = dict(entry, checkpoint=str(self.best_dir / Path(checkpoint).name))
+        _write_json(self.metrics_json, metrics)
+        return is_best
+
+    @staticmethod
+    def _copy_checkpoint(prefix: Path, destination: Path) -> None:
+        """Copy a TF checkpoint (prefix.index + prefix.data-*) atomically into ``destination``."""
+        prefix = Path(prefix)
+        files = sorted(prefix.parent.glob(prefix.name + ".*"))
+        if not any(f.suffix == ".index" for f in files):
+            raise ConfigError(f"checkpoint {prefix} has no .index file")
+        tmp = destination.with_name(destination.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for file in files:
+            shutil.copy2(file, tmp / file.name)
+        (tmp / "checkpoint").write_text(f'model_checkpoint_path: "{prefix.name}"\n'
+                                        f'all_model_checkpoint_paths: "{prefix.name}"\n')
+        shutil.rmtree(destination, ignore_errors=True)
+        os.replace(tmp, destination)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)

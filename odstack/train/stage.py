@@ -1,0 +1,117 @@
+"""`make train`, `make eval`, `make models`: the engine-independent half of the training stage.
+
+The engines (odstack/train/engines/<name>.py) render their config, pick devices (GPUS=), train and
+evaluate; this module picks the engine, checks the dataset, keeps the run directory's bookkeeping and
+prints the summary, so both engines behave the same from the command line.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from odstack.errors import ConfigError
+from odstack.log import LOGGER
+from odstack.train import engines
+from odstack.train.run import DEFAULT_MODELS, DatasetInfo, EvalSettings, RunDir, TrainSettings
+
+
+def train(settings: TrainSettings) -> RunDir:
+    engine = engines.get(settings.engine)
+    data = DatasetInfo.load(settings.data)
+    run = RunDir.named(settings.resolved_run())
+    resumed = run.exists()
+    run.start(settings, data)
+    LOGGER.info("train[%s]: %s run %s: model %s, %d classes, %s train / %s val images, %d steps",
+                engine.NAME, "resuming" if resumed else "new", run.path, settings.resolved_model(),
+                data.num_classes, data.train_images or "?", data.val_images or "?", settings.steps)
+    started = time.monotonic()
+    engine.train(run, settings, data)
+    _print_summary(run, time.monotonic() - started)
+    return run
+
+
+def evaluate(settings: EvalSettings) -> dict:
+    run = RunDir.named(_resolve_run(settings.run))
+    info = run.info()
+    engine = engines.get(info["engine"])
+    data = DatasetInfo.load(settings.data if settings.data else Path(info["data"]))
+    if not data.val_shards:
+        raise ConfigError("the dataset has no val shards to evaluate on", where=str(data.directory),
+                          hint="re-run `make data` with VAL_FRACTION > 0")
+    checkpoint = _checkpoint(run, settings.checkpoint)
+    values = engine.evaluate(run, checkpoint, data)
+    step = int(values.pop("step", _step_of(checkpoint)))
+    if settings.checkpoint != "best":
+        run.record_eval(step, checkpoint, values)
+    LOGGER.info("eval[%s]: %s step %d: AP %.3f, AP50 %.3f, AP75 %.3f -> %s", info["engine"], checkpoint, step,
+                values.get("AP", float("nan")), values.get("AP50", float("nan")), values.get("AP75", float("nan")),
+                run.metrics_json)
+    return values
+
+
+def models() -> list[dict]:
+    rows = []
+    for name in DEFAULT_MODELS:
+        try:
+            rows += [dict(engine=name, **row) for row in engines.get(name).models()]
+        except ConfigError as error:  # an engine that cannot list models here still lets the others list
+            LOGGER.warning("models: %s", error)
+    return rows
+
+
+def print_models() -> None:
+    rows = models()
+    LOGGER.info("%-10s %-40s %s", "ENGINE", "MODEL", "DETAILS")
+    for row in rows:
+        details = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("engine", "name") and v not in (None, ""))
+        LOGGER.info("%-10s %-40s %s", row["engine"], row["name"], details)
+
+
+def _resolve_run(name: str) -> str:
+    """RUN=auto: the only run there is, else the default engine's default model's run."""
+    if name != "auto":
+        return name
+    runs = sorted(p.parent.name for p in RunDir.named("x").path.parent.glob("*/run.json"))
+    if len(runs) == 1:
+        return runs[0]
+    default = DEFAULT_MODELS[TrainSettings().engine]
+    if default in runs or not runs:
+        return default
+    raise ConfigError(f"several runs in output/: {', '.join(runs)}", hint="choose one with RUN=<name>")
+
+
+def _checkpoint(run: RunDir, which: str) -> Path:
+    if which == "best":
+        best = run.metrics().get("best")
+        if not best:
+            raise ConfigError("this run has no best checkpoint yet", where=str(run.path), hint="train or evaluate first")
+        return Path(best["checkpoint"])
+    if which == "latest":
+        import tensorflow as tf
+
+        latest = tf.train.latest_checkpoint(str(run.path))
+        if not latest:
+            raise ConfigError("no checkpoint in this run yet", where=str(run.path), hint="train first: `make train`")
+        return Path(latest)
+    path = Path(which)
+    if not Path(str(path) + ".index").exists():
+        raise ConfigError(f"checkpoint {which} not found (expected {which}.index)")
+    return path
+
+
+def _step_of(checkpoint: Path) -> int:
+    suffix = checkpoint.name.rsplit("-", 1)[-1]
+    return int(suffix) if suffix.isdigit() else -1
+
+
+def _print_summary(run: RunDir, seconds: float) -> None:
+    metrics = run.metrics()
+    best, latest = metrics.get("best"), metrics.get("latest")
+    lines = [f"train: run {run.path} finished in {seconds:.0f} s"]
+    if latest:
+        lines.append(f"  latest: step {latest['step']}  AP {latest.get('AP', 0):.3f}  AP50 {latest.get('AP50', 0):.3f}")
+    if best:
+        lines.append(f"  best:   step {best['step']}  AP {best.get('AP', 0):.3f}  AP50 {best.get('AP50', 0):.3f}"
+                     f"  -> {run.best_dir}")
+    lines.append(f"  metrics: {run.metrics_json}; TensorBoard: make tensorboard RUN={run.path.name}")
+    LOGGER.info("\n".join(lines))
