@@ -33,6 +33,14 @@ GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (defa
 CHECKPOINT ?=            ## eval: latest | best | a checkpoint path (default latest)
 TF ?= 2                  ## train: 1 = the TF1.15 OD API image (odapi-tf1) for TF1 zoo configs
 TB_PORT ?= 6006          ## tensorboard: port on 127.0.0.1
+CONFIG ?=                ## train TF=1: a TF1 pipeline.config to train with model_main.py
+ODAPI ?= 0               ## image-odapi: 1 = include the TF Object Detection API (needs GitHub; see dockerfiles/README.md)
+CLIENT_PORT ?= 8080      ## serve/predict: client port on 127.0.0.1
+MODEL_NAME ?= detector   ## serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
+COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.ci.yml (no registry)
+IMAGE ?=                 ## predict: image file(s)
+THRESHOLD ?=             ## predict: min score
+ANNOTATED ?=             ## predict: save the drawn JPEG here
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
 
 # (`VAR ?= value  ## doc` keeps the spaces before `##`: strip every documented variable once)
@@ -56,7 +64,6 @@ train_args = $(strip $(if $(ENGINE),engine=$(ENGINE)) $(if $(MODEL),model=$(MODE
 	$(if $(DATA),data=$(DATA)) $(if $(STEPS),steps=$(STEPS)) $(if $(BATCH),batch=$(BATCH)) \
 	$(if $(IMAGE_SIZE),image_size=$(IMAGE_SIZE)) $(if $(GPUS),gpus=$(GPUS)))
 eval_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(DATA),data=$(DATA)) $(if $(CHECKPOINT),checkpoint=$(CHECKPOINT)))
-TRAIN_IMAGE := $(if $(filter 1,$(TF)),odapi-tf1,odapi)
 # GPUs in containers need the NVIDIA runtime; ask for them only when the engine has it and GPUS allows.
 docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia && echo y),--gpus $(if $(filter-out auto all,$(GPUS)),'"device=$(GPUS)"',all)))
 
@@ -85,7 +92,7 @@ help: ## show this help
 .PHONY: setup images venvs
 setup: $(if $(filter docker,$(RUNNER)),images,venvs) ## RUNNER=local: create .venv/<image>; RUNNER=docker: build the images
 
-venvs: $(VENV)/odapi/.installed ## create/refresh the local venvs from dockerfiles/requirements/*.txt
+venvs: $(VENV)/odapi/.installed $(VENV)/modelserver/.installed $(VENV)/client/.installed ## create/refresh the local venvs from dockerfiles/requirements/*.txt
 
 $(VENV)/%/.installed: $(REQ)/%.txt
 	@echo "setup: $(VENV)/$* from $<"
@@ -93,17 +100,18 @@ $(VENV)/%/.installed: $(REQ)/%.txt
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
 	@touch $@
 
-$(VENV)/odapi/.dev-installed: $(VENV)/odapi/.installed $(REQ)/dev.txt
-	@$(VENV)/odapi/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
+$(VENV)/%/.dev-installed: $(VENV)/%/.installed $(REQ)/dev.txt
+	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
 	@touch $@
 
-images: image-odapi ## build every image (docker); one image: make image-<name>, e.g. image-odapi
+images: image-odapi image-modelserver image-client ## build every image (docker); one image: make image-<name>, e.g. image-odapi
 
 .PHONY: image-%
 image-%:
 	@mkdir -p dockerfiles/ca && rm -f dockerfiles/ca/extra.crt
 	@$(if $(CA_BUNDLE),cp "$(CA_BUNDLE)" dockerfiles/ca/extra.crt,true)
 	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+	  $(if $(filter odapi,$*),--build-arg ODAPI=$(ODAPI)) \
 	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(TAG) .
 	@rm -f dockerfiles/ca/extra.crt
 
@@ -120,8 +128,13 @@ demo: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## the newcomer's
 	$(call run_stage,odapi,data.sh,src=$(DEMO_SRC) out=$(DEMO_OUT)/tf_records $(filter-out src=% out=%,$(data_args)))
 	@echo "demo: done. Records, label map and report (report.html, report.json) are in $(DEMO_OUT)/tf_records/"
 
-train: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 for TF1 configs)
-	$(call run_stage,$(TRAIN_IMAGE),train.sh,$(train_args),$(docker_gpus))
+train: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
+ifeq ($(TF),1)
+	@test -n "$(CONFIG)" -a -n "$(RUN)" || { echo "train TF=1: set CONFIG=<TF1 pipeline.config> and RUN=<name> (docker only)"; exit 2; }
+	$(call run_stage,odapi-tf1,train_tf1.sh,$(CONFIG) output/$(RUN) $(or $(STEPS),1000),$(docker_gpus))
+else
+	$(call run_stage,odapi,train.sh,$(train_args),$(docker_gpus))
+endif
 
 eval: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
 	$(call run_stage,odapi,eval.sh,$(eval_args))
@@ -135,16 +148,65 @@ tensorboard: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## serve T
 synth: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in input/shapes
 	$(call run_stage,odapi,synth.sh,)
 
+##@ Serving (docker-compose.yml; without Docker: the development model server + gunicorn)
+
+$(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
+	@echo "setup: $(VENV)/client from $< + TF Serving protos (scripts/client/extract_protos.py)"
+	@test -x $(VENV)/client/bin/python || $(PYTHON) -m venv $(VENV)/client
+	@$(VENV)/client/bin/python -m pip install -q --disable-pip-version-check -r $<
+	@$(VENV)/client/bin/python scripts/client/extract_protos.py --wheel-dir .build/wheels --check \
+	  --target "$$($(VENV)/client/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	@touch $@
+
+$(VENV)/client/.dev-installed: $(VENV)/client/.installed $(REQ)/dev.txt
+	@$(VENV)/client/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
+	@touch $@
+
+.PHONY: serve serve-down predict test-client bench-serving
+serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn) on 127.0.0.1:CLIENT_PORT
+ifeq ($(RUNNER),docker)
+	CLIENT_PORT=$(CLIENT_PORT) MODEL_NAME=$(MODEL_NAME) docker-compose $(COMPOSE_FILES) up -d --no-build
+	@echo "serve: http://127.0.0.1:$(CLIENT_PORT)/  (logs: docker-compose $(COMPOSE_FILES) logs -f; stop: make serve-down)"
+else
+	@test -d output/serving/$(MODEL_NAME) || { echo "serve: output/serving/$(MODEL_NAME)/<version>/ missing (make export)"; exit 1; }
+	@echo "serve: development model server (127.0.0.1:8500) + client on http://127.0.0.1:$(CLIENT_PORT)/ (Ctrl-C stops both)"
+	@PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m odstack.serving.modelserver --port 8500 --rest_api_port 8501 \
+	  --bind_address 127.0.0.1 --model_name $(MODEL_NAME) --model_base_path output/serving/$(MODEL_NAME) \
+	  --monitoring_config_file dockerfiles/serving/monitoring.config & trap 'kill $$!' EXIT INT TERM; \
+	  BIND=127.0.0.1:$(CLIENT_PORT) TF_SERVING_ADDR=127.0.0.1:8500 MODEL_NAME=$(MODEL_NAME) SERVING_DIR=output/serving \
+	  $(call run_stage,client,client.sh,)
+endif
+
+serve-down: ## stop the docker serving stack
+	docker-compose $(COMPOSE_FILES) down
+
+predict: ## send IMAGE=photo.jpg to the running client, print detections (ANNOTATED=out.jpg saves the drawing)
+	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg"; exit 1; }
+	@$(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
+	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--jpeg $(ANNOTATED))
+
+test-client: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## client tests: .venv/client runs pytest, the model server runs from .venv/modelserver
+	PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/client/bin/python -m pytest tests/client $(PYTEST_ARGS)
+
+bench-serving: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## serving benchmark: REST via gunicorn vs direct gRPC (soak: bench.serving_bench --soak 600 --concurrency 16)
+	PYTHONPATH="$(CURDIR)" $(VENV)/client/bin/python -m bench.serving_bench
+
 ##@ Quality
-.PHONY: test test-docker bench lint
-test: $(VENV)/odapi/.dev-installed ## run the test suite locally (what it covers: README "Tests")
-	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests $(PYTEST_ARGS)
+.PHONY: test test-core test-serving test-docker bench lint
+test: test-core test-serving test-client ## the whole test suite, locally (what it covers: README "Tests")
 
-test-docker: $(VENV)/odapi/.dev-installed ## tests that need a Docker engine and the built images (RUNNER=docker vs local)
-	PYTHONPATH="$(CURDIR)" ODSTACK_DOCKER_TESTS=1 $(VENV)/odapi/bin/python -m pytest tests/docker -q $(PYTEST_ARGS)
+test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed ## data, formats, training, export tests (.venv/odapi)
+	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests --ignore=tests/serving --ignore=tests/client $(PYTEST_ARGS)
 
-bench: $(VENV)/odapi/.dev-installed ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
-	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench
+test-serving: $(VENV)/modelserver/.dev-installed ## development model server tests (.venv/modelserver)
+	PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m pytest tests/serving $(PYTEST_ARGS)
+
+test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests that need a Docker engine and the built images (RUNNER=docker vs local, compose stack)
+	PYTHONPATH="$(CURDIR)" ODSTACK_DOCKER_TESTS=1 $(VENV)/odapi/bin/python -m pytest tests/docker $(PYTEST_ARGS)
+	PYTHONPATH="$(CURDIR):$(CURDIR)/client" ODSTACK_DOCKER_TESTS=1 $(VENV)/client/bin/python -m pytest tests/client/test_compose.py $(PYTEST_ARGS)
+
+bench: $(VENV)/odapi/.dev-installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
+	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench --images 20000
 
 lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile
 	$(VENV)/odapi/bin/hadolint dockerfiles/*.dockerfile

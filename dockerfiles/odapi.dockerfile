@@ -58,8 +58,24 @@ RUN n=0; \
     python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
-# Room for the TF Object Detection API (a later build arg, e.g. OD_API=1: tensorflow/models research/
-# at a pinned commit + protos + the TF 2.20 fixes); it belongs here, after the pip layer, before the code.
+# TF Object Detection API, optional: --build-arg ODAPI=1 (see scripts/odapi/install_odapi.sh).
+# ODAPI_URL: another source archive, e.g. a local mirror with --network host; ODAPI_SHA256 checks it.
+ARG ODAPI=0
+ARG ODAPI_COMMIT=45ecd69155b8279d550e1d51f1cc01e5f0eeaebb
+ARG ODAPI_URL=
+ARG ODAPI_SHA256=
+COPY dockerfiles/ca/ /tmp/odstack-ca/
+COPY scripts/odapi/install_odapi.sh /opt/odstack/scripts/odapi/install_odapi.sh
+RUN if [ "${ODAPI}" = 1 ]; then \
+        set -- /tmp/odstack-ca/*.crt; \
+        if [ -f "$1" ]; then \
+            cat /etc/ssl/certs/ca-certificates.crt /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem 2>/dev/null \
+                || cat /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem; \
+            export PIP_CERT=/tmp/odstack-ca/bundle.pem SSL_CERT_FILE=/tmp/odstack-ca/bundle.pem; \
+        fi; \
+        PYTHON=/opt/venv/bin/python bash /opt/odstack/scripts/odapi/install_odapi.sh; \
+    else echo "odapi: built without the TF Object Detection API (ODAPI=0)"; fi; \
+    rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
 # Writable by any uid when input/ and output/ are not mounted; mounted directories keep the host's
 # ownership (hence --user UID:GID).

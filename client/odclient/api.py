@@ -1,0 +1,222 @@
+"""The REST API: ``POST /v1/detect`` and ``GET /v1/models`` (documented in openapi.json)."""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
+
+from odclient import imaging, metrics, tfserving
+from odclient.errors import ApiError, bad_request
+from odclient.labels import LabelMaps
+
+bp = Blueprint("api", __name__, url_prefix="/v1")
+
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+MAX_DETECTIONS_CAP = 1000
+
+
+def _param(name: str, json_body: dict[str, Any]) -> Any:
+    """A parameter from the query string, else the multipart form, else the JSON body."""
+    if name in request.args:
+        return request.args[name]
+    if request.mimetype == "multipart/form-data" and name in request.form:
+        return request.form[name]
+    return json_body.get(name)
+
+
+def _number(name: str, raw: Any, kind: type, low: float, high: float, default: Any) -> Any:
+    if raw is None or raw == "":
+        return default
+    try:
+        if isinstance(raw, bool):
+            raise ValueError
+        value = kind(raw)
+        if kind is int and isinstance(raw, float) and raw != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise bad_request(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
+    if not low <= value <= high:  # also rejects NaN
+        raise bad_request(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+    return value
+
+
+def _b64(value: Any, where: str) -> bytes:
+    if isinstance(value, dict):
+        value = value.get("b64", value.get("data"))
+    if not isinstance(value, str):
+        raise bad_request(f"{where}: expected a base64 string (or {{\"b64\": ...}})", "invalid_image_field")
+    if value.startswith("data:") and "," in value:  # data URL
+        value = value.split(",", 1)[1]
+    try:
+        return base64.b64decode(value.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad_request(f"{where}: not valid base64", "invalid_base64") from None
+
+
+def _uploads(max_images: int) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
+    """``[(name, bytes)]`` and the JSON body (``{}`` if none), from any of the three request shapes."""
+    mimetype = request.mimetype
+    uploads: list[tuple[str, bytes]] = []
+    body: dict[str, Any] = {}
+    if mimetype == "multipart/form-data":
+        files = [f for key in request.files for f in request.files.getlist(key)]
+        if len(files) > max_images:
+            raise bad_request(f"{len(files)} files; at most MAX_IMAGES={max_images} per request", "too_many_images")
+        uploads = [(f.filename or f"file{i}", f.read()) for i, f in enumerate(files)]
+        if not uploads:
+            raise bad_request("multipart request without a file part (send the image as a file field, e.g. image=@x.jpg)",
+                              "missing_image")
+    elif request.is_json:
+        try:
+            parsed = request.get_json(force=True, silent=False)
+        except WerkzeugBadRequest:
+            raise bad_request("request body is not valid JSON", "invalid_json") from None
+        if not isinstance(parsed, dict):
+            raise bad_request("JSON body must be an object with \"image\" or \"images\"", "invalid_json")
+        body = parsed
+        if "images" in body:
+            items = body["images"]
+            if not isinstance(items, list) or not items:
+                raise bad_request("\"images\" must be a non-empty list", "invalid_image_field")
+        elif "image" in body:
+            items = [body["image"]]
+        else:
+            raise bad_request("JSON body needs \"image\" (base64) or \"images\" (list of base64)", "missing_image")
+        if len(items) > max_images:
+            raise bad_request(f"{len(items)} images; at most MAX_IMAGES={max_images} per request", "too_many_images")
+        uploads = [(f"images[{i}]", _b64(item, f"images[{i}]")) for i, item in enumerate(items)]
+    elif mimetype.startswith("image/") or mimetype == "application/octet-stream":
+        uploads = [("body", request.get_data(cache=False))]
+    elif not mimetype:
+        raise ApiError(415, "unsupported_media_type",
+                       "missing Content-Type: send multipart/form-data, application/json or an image/* body")
+    else:
+        raise ApiError(415, "unsupported_media_type",
+                       f"Content-Type {mimetype} not accepted: use multipart/form-data, application/json or image/*")
+    return uploads, body
+
+
+def _labels() -> LabelMaps:
+    return current_app.extensions["odclient.labels"]  # type: ignore[no-any-return]
+
+
+def _upstream(error: tfserving.UpstreamError, model: str, version: int | None) -> ApiError:
+    """The API answer for a model-server failure. The default model not found means: not loaded (yet)."""
+    retry = current_app.config["RETRY_AFTER"]
+    if isinstance(error, tfserving.NotFound):
+        if model == current_app.config["MODEL_NAME"] and version is None:
+            return ApiError(503, "model_not_loaded", f"model {model!r} is not loaded yet ({error})", retry)
+        what = f"model {model!r}" + (f" version {version}" if version is not None else "")
+        return ApiError(404, "model_not_found", f"{what} is not served ({error})")
+    return ApiError(error.status, error.code, str(error), retry if error.status == 503 else None)
+
+
+def _detections(result: tfserving.Detections, labels: dict[int, str], width: int, height: int,
+                threshold: float, limit: int) -> list[dict[str, Any]]:
+    out = []
+    for index in [int(i) for i in (-result.scores).argsort(kind="stable")]:
+        score = float(result.scores[index])
+        if score < threshold or len(out) >= limit:
+            break
+        ymin, xmin, ymax, xmax = (min(max(float(v), 0.0), 1.0) for v in result.boxes[index])
+        class_id = int(result.classes[index])
+        out.append({
+            "label": labels.get(class_id),
+            "class_id": class_id,
+            "score": round(score, 5),
+            "box": {"xmin": round(xmin, 5), "ymin": round(ymin, 5), "xmax": round(xmax, 5), "ymax": round(ymax, 5)},
+            "box_px": {"xmin": round(xmin * width), "ymin": round(ymin * height),
+                       "xmax": round(xmax * width), "ymax": round(ymax * height)},
+        })
+    return out
+
+
+@bp.post("/detect")
+def detect() -> Response:
+    start = time.perf_counter()
+    cfg = current_app.config
+    uploads, body = _uploads(cfg["MAX_IMAGES"])
+    threshold = _number("threshold", _param("threshold", body), float, 0.0, 1.0, cfg["DEFAULT_THRESHOLD"])
+    limit = _number("max_detections", _param("max_detections", body), int, 1, MAX_DETECTIONS_CAP,
+                    cfg["DEFAULT_MAX_DETECTIONS"])
+    version = _number("version", _param("version", body), int, 1, 2**63 - 1, None)
+    model = _param("model", body) or cfg["MODEL_NAME"]
+    if not isinstance(model, str) or not MODEL_NAME_RE.match(model):
+        raise bad_request(f"model must match {MODEL_NAME_RE.pattern}, got {model!r}")
+    fmt = _param("format", body)
+    if not fmt:
+        best = request.accept_mimetypes.best_match(["application/json", "image/jpeg"])
+        fmt = "jpeg" if best == "image/jpeg" else "json"
+    if fmt not in ("json", "jpeg"):
+        raise bad_request(f"format must be json or jpeg, got {fmt!r}")
+    if fmt == "jpeg" and len(uploads) != 1:
+        raise bad_request(f"format=jpeg answers one image; this request has {len(uploads)}")
+
+    for name, data in uploads:  # headers first: one bad file fails the request before any inference
+        imaging.check(data, name, cfg["MAX_IMAGE_PIXELS"])
+
+    served: dict[str, Any] = {}
+    results = []
+    for index, (name, data) in enumerate(uploads):  # then decode one image at a time (bounded memory)
+        t_decode = time.perf_counter()
+        image = imaging.decode(data, name, cfg["MAX_IMAGE_PIXELS"], 0 if fmt == "jpeg" else cfg["MAX_INPUT_SIDE"])
+        decode_ms = (time.perf_counter() - t_decode) * 1000
+        t0 = time.perf_counter()
+        pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"])
+        t1 = time.perf_counter()
+        try:
+            result = tfserving.client().predict(pixels, model, version, cfg["SIGNATURE_NAME"])
+        except tfserving.UpstreamError as error:
+            raise _upstream(error, model, version) from None
+        t2 = time.perf_counter()
+        metrics.IMAGES.inc()
+        served = {"name": result.model, "version": result.version, "signature": cfg["SIGNATURE_NAME"]}
+        dets = _detections(result, _labels().get(result.model, result.version), image.width, image.height,
+                           threshold, limit)
+        if fmt == "jpeg":
+            jpeg = imaging.draw(image.image, dets, cfg["JPEG_QUALITY"])
+            response = Response(jpeg, mimetype="image/jpeg")
+            response.headers["X-Model-Name"], response.headers["X-Model-Version"] = result.model, str(result.version)
+            response.headers["X-Detections"] = str(len(dets))
+            return response
+        results.append({
+            "index": index, "filename": image.name, "width": image.width, "height": image.height,
+            "model": {"name": result.model, "version": result.version},
+            "detections": dets,
+            "timing_ms": {"decode": round(decode_ms, 2), "preprocess": round((t1 - t0) * 1000, 2),
+                          "upstream": round((t2 - t1) * 1000, 2), "total": round(decode_ms + (time.perf_counter() - t0) * 1000, 2)},
+        })
+    return jsonify(model=served, threshold=threshold, max_detections=limit, images=results,
+                   timing_ms={"total": round((time.perf_counter() - start) * 1000, 2)})
+
+
+@bp.get("/models")
+def models() -> Response:
+    """The model(s): versions and their states, labels of the newest available version, signature."""
+    cfg = current_app.config
+    name = request.args.get("model") or cfg["MODEL_NAME"]
+    if not MODEL_NAME_RE.match(name):
+        raise bad_request(f"model must match {MODEL_NAME_RE.pattern}, got {name!r}")
+    serving = tfserving.client()
+    try:
+        versions = serving.model_status(name)
+        available = [v.version for v in versions if v.state == tfserving.AVAILABLE]
+        signature = serving.signature(name, cfg["SIGNATURE_NAME"]) if available else None
+    except tfserving.UpstreamError as error:
+        raise _upstream(error, name, None) from None
+    latest = max(available) if available else None
+    labels = _labels().get(name, latest) if latest is not None else {}
+    return jsonify(models=[{
+        "name": name,
+        "default": name == cfg["MODEL_NAME"],
+        "serving_version": latest,
+        "versions": [{"version": v.version, "state": v.state, "error": v.error or None}
+                     for v in sorted(versions, key=lambda v: v.version, reverse=True)],
+        "labels": [{"id": i, "name": labels[i]} for i in sorted(labels)],
+        "signature": signature,
+    }])

@@ -1,0 +1,358 @@
+"""ENGINE=odapi: the TF Object Detection API (TF2), fine-tuning a TF2 Detection Zoo model.
+
+train(): zoo archive (download once, verify, unpack) -> output/<run>/pipeline.config -> model_main_tf2 as
+a subprocess, one chunk of ``checkpoint_every`` steps at a time (it resumes from the run directory's
+latest checkpoint), each chunk's final checkpoint evaluated (COCO metrics, OD API evaluators) and
+recorded in metrics.json; best/ keeps the checkpoint with the highest AP.
+
+model_main_tf2 traps this module is built around (ENVIRONMENT.md):
+- it trains in loops of 100 steps (NUM_STEPS_PER_ITERATION): steps and chunks are rounded up to 100s;
+- it saves once at step 0, then only when ``checkpoint_every_n`` steps have passed since the last save,
+  never at the end: each chunk runs with ``checkpoint_every_n`` = the chunk's length, so its final step
+  is saved, and the step of the new checkpoint is checked before anything else happens.
+
+``evaluate()`` runs this module as ``python -m odstack.train.engines.odapi evaluate ...`` in a subprocess
+(TensorFlow + the OD API stay out of the calling process): it builds the model from pipeline.config,
+restores one checkpoint and runs model_lib_v2.eager_eval_loop once, writing TensorBoard summaries to
+output/<run>/eval/ and the metrics as JSON.
+
+Without the OD API installed (CI, the default odapi image) train/evaluate raise a ConfigError that
+says how to get it; models() and config rendering work everywhere.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import importlib.util
+import json
+import logging
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import odstack
+from odstack.errors import ConfigError, OdstackError
+from odstack.log import LOGGER
+from odstack.train import pipeline_config, zoo
+from odstack.train.run import DEFAULT_MODELS, DatasetInfo, RunDir, TrainSettings
+
+NAME = "odapi"
+STEPS_PER_LOOP = 100          # object_detection.model_lib_v2.NUM_STEPS_PER_ITERATION
+# metrics.json keys -> the OD API's COCO evaluator keys (coco_detection_metrics)
+COCO_KEYS = {
+    "AP": "DetectionBoxes_Precision/mAP",
+    "AP50": "DetectionBoxes_Precision/mAP@.50IOU",
+    "AP75": "DetectionBoxes_Precision/mAP@.75IOU",
+    "APs": "DetectionBoxes_Precision/mAP (small)",
+    "APm": "DetectionBoxes_Precision/mAP (medium)",
+    "APl": "DetectionBoxes_Precision/mAP (large)",
+    "ARmax100": "DetectionBoxes_Recall/AR@100",
+}
+GET_IT = ("use the odapi image built with the OD API (make image-odapi with --build-arg ODAPI=1), install it "
+          "into this environment with scripts/odapi/install_odapi.sh, or train with ENGINE=tfvision (PyPI only)")
+
+
+def available() -> bool:
+    """True if the OD API (with model_main_tf2) can be imported by this interpreter."""
+    try:
+        return importlib.util.find_spec("object_detection.model_main_tf2") is not None
+    except ImportError:
+        return False
+
+
+def require() -> None:
+    if not available():
+        raise ConfigError("ENGINE=odapi needs the TensorFlow Object Detection API (module object_detection), "
+                          f"which is not installed for {sys.executable}", hint=GET_IT)
+
+
+def models() -> list[dict]:
+    """The zoo models this engine trains (for `make models`)."""
+    return [dict(row, engine=NAME, default=row["name"] == DEFAULT_MODELS[NAME]) for row in zoo.table()]
+
+
+# ========================================================================================= train
+def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
+    require()
+    run.start(settings, data)
+    total = _round_up(settings.steps, STEPS_PER_LOOP)
+    chunk = _round_up(settings.resolved_checkpoint_every(), STEPS_PER_LOOP)
+    if total != settings.steps:
+        LOGGER.info("train[odapi]: steps=%d rounded up to %d (model_main_tf2 trains in loops of %d steps)",
+                    settings.steps, total, STEPS_PER_LOOP)
+    config_path = run.path / "pipeline.config"
+    latest = latest_checkpoint(run.path)
+    resuming = latest is not None and config_path.exists()
+    template, fine_tune, fine_tune_type, default_batch = (
+        _resume_template(config_path) if resuming else _template(settings))
+    batch = default_batch if settings.batch == "auto" else int(settings.batch)
+    rendered = pipeline_config.render_file(
+        template, config_path, num_classes=data.num_classes, label_map=run.label_map.resolve(),
+        train_input=_absolute(data.train_pattern), val_input=_absolute(data.val_pattern), steps=total,
+        batch_size=batch, learning_rate=None if settings.learning_rate == "auto" else float(settings.learning_rate),
+        fine_tune_checkpoint=fine_tune, fine_tune_checkpoint_type=fine_tune_type, val_images=data.val_images)
+    LOGGER.info("train[odapi]: rendered %s from %s (%s, %s schedule, %d classes, batch %s)", config_path,
+                template, rendered.model_type, rendered.schedule or "no", data.num_classes,
+                batch or rendered.template_batch)
+
+    step = checkpoint_step(latest) if latest else 0
+    if resuming:
+        LOGGER.info("train[odapi]: resuming %s at step %d of %d", run.path, step, total)
+    if step >= total:
+        LOGGER.info("train[odapi]: %s is already at step %d (steps=%d): nothing to train", run.path, step, total)
+    env = _environment(settings)
+    for target in chunk_targets(step, total, chunk):
+        started = time.monotonic()
+        _run([sys.executable, "-m", "object_detection.model_main_tf2",
+              f"--pipeline_config_path={config_path}", f"--model_dir={run.path}",
+              f"--num_train_steps={target}", f"--checkpoint_every_n={target - step}", "--alsologtostderr"],
+             env, run.path / "train.log", what="model_main_tf2")
+        seconds = time.monotonic() - started
+        new = latest_checkpoint(run.path)
+        if new is None or new == latest:
+            raise OdstackError(f"model_main_tf2 trained to step {target} but saved no new checkpoint",
+                               where=str(run.path), hint="see train.log there")
+        # the evaluation reads the checkpoint's step anyway; without val shards ask TensorFlow directly
+        metrics = _evaluate(run, new, data, env) if data.val_shards else None
+        new_step = int(metrics["step"]) if metrics else checkpoint_step(new)
+        if new_step != target:
+            raise OdstackError(f"model_main_tf2 trained to step {target} but {new.name} holds step {new_step}",
+                               where=str(run.path), hint="see train.log there; an export now would use the "
+                                                         "wrong weights")
+        LOGGER.info("train[odapi]: step %d/%d saved as %s (%.0f s for %d steps, %.2f steps/s incl. start-up)",
+                    target, total, new.name, seconds, target - step, (target - step) / seconds)
+        latest, step = new, target
+        if metrics is None:
+            LOGGER.warning("train[odapi]: no val shards in %s: step %d not evaluated (no best/ checkpoint)",
+                           data.directory, step)
+            continue
+        values = {k: v for k, v in metrics.items() if k != "step"}
+        best = run.record_eval(step, latest, values)
+        LOGGER.info("train[odapi]: step %d: AP %.3f AP50 %.3f%s", step, values["AP"], values["AP50"],
+                    " (best so far)" if best else "")
+    if latest is None:
+        raise OdstackError("training finished without any checkpoint", where=str(run.path))
+    LOGGER.info("train[odapi]: done. Checkpoints, pipeline.config, metrics.json and TensorBoard events "
+                "(train/, eval/) are in %s", run.path)
+
+
+def _template(settings: TrainSettings) -> tuple[Path, Path | str | None, str, int | None]:
+    """(template, fine-tune checkpoint or None, its type, default batch) for a new run."""
+    model = settings.resolved_model()
+    if model.endswith(".config"):                       # a pipeline config of the user's own
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"model={model}: no such pipeline config file")
+        if settings.from_scratch:
+            return path, None, "detection", None
+        config = pipeline_config.load(path.read_text(encoding="utf-8"), str(path))
+        checkpoint = config.get("train_config.fine_tune_checkpoint")
+        if not checkpoint or not _checkpoint_exists(Path(checkpoint)):
+            raise ConfigError(f"fine_tune_checkpoint {checkpoint!r} of {path} does not exist", where=str(path),
+                              hint="set it to a checkpoint prefix (ckpt-0), or pass from_scratch=true")
+        return path, checkpoint, config.get("train_config.fine_tune_checkpoint_type") or "detection", None
+    entry = zoo.get(model)
+    model_dir = zoo.download(entry.name, Path(settings.zoo_cache), settings.zoo_url)
+    checkpoint = None if settings.from_scratch else zoo.checkpoint_prefix(model_dir, entry)
+    return model_dir / "pipeline.config", checkpoint, "detection", entry.batch
+
+
+def _resume_template(config_path: Path) -> tuple[Path, str | None, str, None]:
+    """A resumed run re-renders its own pipeline.config; the latest checkpoint overrides fine-tuning."""
+    config = pipeline_config.load(config_path.read_text(encoding="utf-8"), str(config_path))
+    checkpoint = config.get("train_config.fine_tune_checkpoint")
+    if checkpoint and not _checkpoint_exists(Path(checkpoint)):
+        LOGGER.info("train[odapi]: fine_tune_checkpoint %s is gone; not needed to resume", checkpoint)
+        checkpoint = None
+    return config_path, checkpoint, config.get("train_config.fine_tune_checkpoint_type") or "detection", None
+
+
+# ====================================================================================== evaluate
+def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, float]:
+    """COCO metrics (AP, AP50, AP75, APs, APm, APl, ARmax100) and the step of one checkpoint."""
+    require()
+    return _evaluate(run, resolve_checkpoint(checkpoint), data, _environment(None))
+
+
+def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict) -> dict[str, float]:
+    config = run.path / "pipeline.config"
+    if not config.exists():
+        raise ConfigError("no pipeline.config in the run", where=str(run.path), hint="train it first: `make train`")
+    if not data.val_shards:
+        raise ConfigError("no val shards to evaluate on", where=str(data.directory),
+                          hint="re-run `make data` with VAL_FRACTION > 0")
+    out = run.path / f".eval-{os.getpid()}.json"
+    label_map = run.label_map if run.label_map.exists() else data.label_map
+    try:
+        _run([sys.executable, "-m", __name__, "evaluate", "--pipeline", str(config), "--checkpoint", str(checkpoint),
+              "--input", _absolute(data.val_pattern), "--label-map", str(label_map.resolve()),
+              "--summary-dir", str(run.path / "eval"), "--out", str(out)],
+             env, run.path / "eval.log", what="evaluation")
+        return json.loads(out.read_text(encoding="utf-8"))
+    finally:
+        out.unlink(missing_ok=True)
+
+
+# =================================================================================== checkpoints
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The prefix named by ``directory/checkpoint`` (TF's CheckpointState), if its .index exists."""
+    state = Path(directory) / "checkpoint"
+    if not state.exists():
+        return None
+    config = pipeline_config.TreeConfig.parse(state.read_text(encoding="utf-8"), str(state))
+    name = config.get("model_checkpoint_path")
+    if not name:
+        return None
+    prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name
+    return prefix if _checkpoint_exists(prefix) else None
+
+
+def resolve_checkpoint(checkpoint: Path) -> Path:
+    """A checkpoint prefix from a prefix (ckpt-5), a directory (its latest) or a .index file."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        latest = latest_checkpoint(checkpoint)
+        if latest is None:
+            raise ConfigError("no checkpoint in this directory", where=str(checkpoint))
+        return latest
+    if checkpoint.suffix == ".index":
+        checkpoint = checkpoint.with_suffix("")
+    if not _checkpoint_exists(checkpoint):
+        raise ConfigError("no such checkpoint (expected <prefix>.index and <prefix>.data-*)", where=str(checkpoint))
+    return checkpoint
+
+
+def checkpoint_step(prefix: Path) -> int:
+    """The global step stored in a checkpoint (reads it with TensorFlow in a subprocess)."""
+    result = subprocess.run([sys.executable, "-m", __name__, "step", str(prefix)], env=_environment(None),
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise OdstackError(f"cannot read the step of checkpoint {prefix}: {result.stderr.strip()[-500:]}")
+    return int(result.stdout.strip().splitlines()[-1])
+
+
+def _checkpoint_exists(prefix: Path) -> bool:
+    return prefix.with_name(prefix.name + ".index").exists()
+
+
+# ======================================================================================= helpers
+def chunk_targets(step: int, total: int, chunk: int) -> list[int]:
+    """The steps each model_main_tf2 call trains to: multiples of ``chunk``, then ``total``."""
+    targets = []
+    while step < total:
+        step = min((step // chunk + 1) * chunk, total)
+        targets.append(step)
+    return targets
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return max(multiple, math.ceil(int(value) / multiple) * multiple)
+
+
+def _absolute(pattern: str) -> str:
+    return str(Path(pattern).expanduser().absolute())
+
+
+def _environment(settings: TrainSettings | None) -> dict[str, str]:
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONUNBUFFERED="1")
+    root = str(Path(odstack.__file__).resolve().parents[1])          # so `-m odstack...` works anywhere
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    gpus = settings.gpus if settings else "auto"
+    if gpus == "none":
+        env["CUDA_VISIBLE_DEVICES"] = "-1"
+    elif gpus not in ("auto", "all"):
+        env["CUDA_VISIBLE_DEVICES"] = gpus
+    return env
+
+
+def _run(command: list[str], env: dict, log_path: Path, what: str) -> None:
+    """Run a command, its output going to ``log_path`` (and stderr unless ODSTACK_VERBOSE=0)."""
+    echo = LOGGER.isEnabledFor(logging.INFO)
+    LOGGER.info("train[odapi]: %s", shlex.join(command))
+    tail: collections.deque[str] = collections.deque(maxlen=15)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("a", encoding="utf-8") as log:
+        log.write(f"\n$ {shlex.join(command)}\n")
+        with subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              errors="replace", bufsize=1) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                log.write(line)
+                tail.append(line)
+                if echo:
+                    sys.stderr.write(line)
+            code = process.wait()
+    if code != 0:
+        raise OdstackError(f"{what} failed (exit code {code}); its last lines:\n" + "".join(tail).rstrip(),
+                           where=str(log_path), hint=f"the whole log is in {log_path}")
+
+
+# ================================================================ subprocess side (TF + OD API)
+def _main_evaluate(args: argparse.Namespace) -> None:
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+    from object_detection import inputs, model_lib_v2
+    from object_detection.builders import optimizer_builder
+    from object_detection.utils import config_util
+
+    configs = config_util.get_configs_from_pipeline_file(args.pipeline)
+    configs = config_util.merge_external_params_with_configs(
+        configs, None, kwargs_dict={"eval_num_epochs": 1, "sample_1_of_n_eval_examples": 1})
+    eval_config, model_config = configs["eval_config"], configs["model"]
+    eval_input_config = configs["eval_input_configs"][0]
+    del eval_input_config.tf_record_input_reader.input_path[:]
+    eval_input_config.tf_record_input_reader.input_path.append(args.input)
+    eval_input_config.label_map_path = args.label_map
+
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():     # as eval_continuously builds it
+        detection_model = model_lib_v2.MODEL_BUILD_UTIL_MAP["detection_model_fn_base"](
+            model_config=model_config, is_training=True)
+    eval_input = strategy.experimental_distribute_dataset(inputs.eval_input(
+        eval_config=eval_config, eval_input_config=eval_input_config, model_config=model_config,
+        model=detection_model))
+    global_step = tf.Variable(0, trainable=False, dtype=tf.int64)
+    optimizer, _ = optimizer_builder.build(configs["train_config"].optimizer, global_step=global_step)
+    checkpoint = tf.train.Checkpoint(step=global_step, model=detection_model, optimizer=optimizer)
+    if eval_config.use_moving_averages:
+        model_lib_v2._ensure_model_is_built(detection_model, eval_input, eval_config.batch_size == 1)
+        optimizer.shadow_copy(detection_model)
+    checkpoint.restore(args.checkpoint).expect_partial()
+    if eval_config.use_moving_averages:
+        optimizer.swap_weights()
+    writer = tf.summary.create_file_writer(args.summary_dir)
+    with writer.as_default():
+        metrics = model_lib_v2.eager_eval_loop(detection_model, configs, eval_input, global_step=global_step)
+    result: dict[str, float] = {name: float(metrics[key]) for name, key in COCO_KEYS.items() if key in metrics}
+    missing = sorted(set(COCO_KEYS) - set(result))
+    if missing:
+        raise SystemExit(f"the evaluation did not report {missing}: is eval_config.metrics_set "
+                         f"coco_detection_metrics? got {sorted(metrics)}")
+    result["step"] = int(global_step.numpy())
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
+def _main_step(args: argparse.Namespace) -> None:
+    import tensorflow as tf
+
+    print(int(tf.train.load_variable(args.prefix, "step/.ATTRIBUTES/VARIABLE_VALUE")))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    evaluate_parser = commands.add_parser("evaluate", help="COCO metrics of one checkpoint, as JSON")
+    for flag in ("--pipeline", "--checkpoint", "--input", "--label-map", "--summary-dir", "--out"):
+        evaluate_parser.add_argument(flag, required=True)
+    step_parser = commands.add_parser("step", help="print the global step of a checkpoint")
+    step_parser.add_argument("prefix")
+    args = parser.parse_args(argv)
+    {"evaluate": _main_evaluate, "step": _main_step}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,814 @@
+"""Render output/<run>/pipeline.config (the OD API's TrainEvalPipelineConfig) from a template.
+
+The template is a zoo archive's own pipeline.config, a TF1 sample config, or the run's earlier
+pipeline.config when it resumes. Rendering sets, and leaves everything else as it was:
+
+- ``model.{ssd|faster_rcnn|center_net}.num_classes``: from the label map
+- ``train_config``: ``fine_tune_checkpoint`` (+ ``_type: "detection"``, ``_version: V2``) or none
+  (from scratch), ``batch_size``, ``num_steps``, ``use_bfloat16: false`` (no TPU here)
+- the learning-rate schedule scaled to the new step count: cosine ``total_steps`` = steps and
+  ``warmup_steps``/``hold_base_rate_steps`` in proportion; exponential ``decay_steps``/``burnin_steps``
+  and manual-step boundaries in proportion to the template's ``num_steps``; the TF1 quantization
+  ``graph_rewriter`` delay likewise. Learning rates: ``learning_rate`` sets the peak (the others keep
+  their ratio to it); otherwise a batch size other than the template's scales them (linear scaling
+  rule; square root for Adam).
+- ``train_input_reader``/every ``eval_input_reader``: ``label_map_path`` and ``input_path`` (shard globs)
+- ``eval_config.metrics_set: "coco_detection_metrics"``
+
+Two interchangeable backends behind one small path API (``get``/``get_all``/``has``/``set``/``delete``/
+``paths``; paths are dotted, a segment may be ``{a|b|c}`` (whichever is present, e.g. a oneof), ``*``
+or ``name[i]``):
+
+- ``ProtoConfig``: the OD API's own ``pipeline_pb2`` through protobuf ``text_format``, used when
+  ``object_detection`` is importable (unknown or misspelled fields are errors, as in training).
+- ``TreeConfig``: a schema-less, lossless editor built on protobuf's own text-format
+  ``Tokenizer``: an ordered tree of fields that keeps every value's source text and the comments, so
+  only what rendering sets changes. Used where the OD API is not installed (CI, the tfvision image).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from google.protobuf import text_encoding, text_format
+
+from odstack.errors import ConfigError
+
+MODEL_TYPES = ("ssd", "faster_rcnn", "center_net")
+OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
+SCHEDULES = ("cosine_decay_learning_rate", "exponential_decay_learning_rate", "manual_step_learning_rate",
+             "constant_learning_rate")
+SCHEDULE_PATH = (f"train_config.optimizer.{{{'|'.join(OPTIMIZERS)}}}.learning_rate."
+                 f"{{{'|'.join(SCHEDULES)}}}")
+COCO_METRICS = "coco_detection_metrics"
+# proto defaults (object_detection/protos/optimizer.proto) of the schedule fields rendering reads:
+# an absent field means this value to the OD API, and the schema-less tree must know it too.
+SCHEDULE_DEFAULTS = {
+    "cosine_decay_learning_rate": {"learning_rate_base": 0.002, "total_steps": 4000000,
+                                   "warmup_learning_rate": 0.0002, "warmup_steps": 10000,
+                                   "hold_base_rate_steps": 0},
+    "exponential_decay_learning_rate": {"initial_learning_rate": 0.002, "decay_steps": 4000000,
+                                        "burnin_learning_rate": 0.0, "burnin_steps": 0,
+                                        "min_learning_rate": 0.0},
+    "manual_step_learning_rate": {"initial_learning_rate": 0.002},
+    "constant_learning_rate": {"learning_rate": 0.002},
+}
+# the fields holding learning rates, peak first
+LR_FIELDS = {
+    "cosine_decay_learning_rate": ("learning_rate_base", "warmup_learning_rate"),
+    "exponential_decay_learning_rate": ("initial_learning_rate", "burnin_learning_rate", "min_learning_rate"),
+    "manual_step_learning_rate": ("initial_learning_rate",),
+    "constant_learning_rate": ("learning_rate",),
+}
+
+
+class Ident(str):
+    """An identifier value (an enum name such as ``V2`` or ``RELU_6``), written without quotes."""
+
+
+# =============================================================================== text-format tree
+@dataclass
+class Scalar:
+    """A scalar value as written in the source: its token(s) (adjacent strings stay separate)."""
+
+    tokens: list[str]
+
+    def value(self) -> Any:
+        """str for strings, bool, int, float, or ``Ident`` for identifiers (enum values)."""
+        first = self.tokens[0]
+        if first[0] in "'\"":
+            return b"".join(text_encoding.CUnescape(t[1:-1]) for t in self.tokens).decode("utf-8")
+        token = "".join(self.tokens)
+        if token in ("true", "True"):
+            return True
+        if token in ("false", "False"):
+            return False
+        try:
+            return text_format.ParseInteger(token, is_signed=True, is_long=True)
+        except ValueError:
+            pass
+        try:
+            return text_format.ParseFloat(token)
+        except ValueError:
+            return Ident(token)
+
+    @classmethod
+    def of(cls, value: Any) -> "Scalar":
+        if isinstance(value, Scalar):
+            return value
+        if isinstance(value, Ident):
+            return cls([str(value)])
+        if isinstance(value, bool):
+            return cls(["true" if value else "false"])
+        if isinstance(value, int):
+            return cls([str(value)])
+        if isinstance(value, float):
+            if math.isnan(value):
+                return cls(["nan"])
+            if math.isinf(value):
+                return cls(["inf" if value > 0 else "-inf"])
+            return cls([repr(value)])
+        if isinstance(value, (str, os.PathLike)):
+            return cls(['"' + text_encoding.CEscape(str(value), as_utf8=True) + '"'])
+        raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a text-format scalar")
+
+
+@dataclass
+class Entry:
+    """One field occurrence: ``name: scalar`` or ``name { message }``, with its comments."""
+
+    name: str
+    value: "Scalar | Message"
+    comments: list[str] = field(default_factory=list)   # whole-line comments just before it
+    trailing: str | None = None                         # comment after the value (or after '{')
+    close_trailing: str | None = None                   # comment after the closing '}'
+
+
+@dataclass
+class Message:
+    """An ordered list of field occurrences (repeated fields simply occur several times)."""
+
+    entries: list[Entry] = field(default_factory=list)
+    end_comments: list[str] = field(default_factory=list)   # comments before '}' (or the end of file)
+
+    def structure(self) -> list:
+        """The content without comments or layout: [(name, tokens | nested structure), ...]."""
+        return [(e.name, e.value.structure() if isinstance(e.value, Message) else tuple(e.value.tokens))
+                for e in self.entries]
+
+
+class _Tokens:
+    """protobuf's text-format Tokenizer, keeping comments and the line of the last token taken."""
+
+    def __init__(self, text: str, where: str | None):
+        self.where = where
+        try:
+            self._tk = text_format.Tokenizer(text.splitlines(), skip_comments=False)
+        except text_format.ParseError as error:
+            raise self._error(str(error)) from None
+        self.last_line = -1
+
+    @property
+    def token(self) -> str:
+        return self._tk.token
+
+    @property
+    def line(self) -> int:
+        return self._tk._line          # 0-based line of the current token (no public accessor)
+
+    def at_end(self) -> bool:
+        return self._tk.AtEnd()
+
+    def is_comment(self) -> bool:
+        return self._tk.token.startswith("#")
+
+    def take(self) -> str:
+        token = self._tk.token
+        self.last_line = self._tk._line
+        try:
+            self._tk.NextToken()
+        except text_format.ParseError as error:
+            raise self._error(str(error)) from None
+        return token
+
+    def expect(self, token: str) -> None:
+        if self.token != token:
+            raise self._error(f"expected {token!r}, found {self.token or 'end of file'!r}")
+        self.take()
+
+    def same_line_comment(self) -> str | None:
+        if not self.at_end() and self.is_comment() and self.line == self.last_line:
+            return self.take()
+        return None
+
+    def _error(self, message: str) -> ConfigError:
+        line = self._tk._line + 1 if hasattr(self, "_tk") else None
+        where = f"{self.where}:{line}" if self.where and line else self.where
+        return ConfigError(f"not a valid text-format config: {message}", where=where,
+                           hint="compare with the OD API's sample configs (configs/tf2/*.config)")
+
+
+_CLOSE = {"{": "}", "<": ">"}
+
+
+def parse(text: str, where: str | None = None) -> Message:
+    """Parse text-format into a ``Message`` tree (comments kept; ``name: [a, b]`` becomes repeated)."""
+    tokens = _Tokens(text, where)
+    return _parse_body(tokens, closing=None)
+
+
+def _parse_body(tokens: _Tokens, closing: str | None) -> Message:
+    message = Message()
+    pending: list[str] = []
+    while True:
+        if tokens.at_end():
+            if closing:
+                raise tokens._error(f"missing {closing!r}")
+            message.end_comments = pending
+            return message
+        if tokens.is_comment():
+            pending.append(tokens.take())
+            continue
+        if tokens.token == closing:
+            tokens.take()
+            message.end_comments = pending
+            return message
+        name = _parse_name(tokens)
+        entries = _parse_value(tokens, name)
+        if entries:
+            entries[0].comments = pending
+            pending = []
+        message.entries.extend(entries)
+
+
+def _parse_name(tokens: _Tokens) -> str:
+    if tokens.token == "[":                       # extension or Any type URL: [pkg.ext] / [type.googleapis.com/x.Y]
+        parts = [tokens.take()]
+        while tokens.token != "]":
+            if tokens.at_end() or tokens.is_comment():
+                raise tokens._error("unterminated '[' in a field name")
+            parts.append(tokens.take())
+        parts.append(tokens.take())
+        return "".join(parts)
+    token = tokens.token
+    if not (token[:1].isalpha() or token[:1] == "_"):
+        raise tokens._error(f"expected a field name, found {token!r}")
+    return tokens.take()
+
+
+def _parse_value(tokens: _Tokens, name: str) -> list[Entry]:
+    colon = tokens.token == ":"
+    if colon:
+        tokens.take()
+    if tokens.token in _CLOSE:
+        entries = [_parse_message_entry(tokens, name)]
+    elif colon and tokens.token == "[":
+        entries = _parse_list(tokens, name)
+    elif colon:
+        entries = [Entry(name, _parse_scalar(tokens))]
+    else:
+        raise tokens._error(f"expected ':' or '{{' after {name!r}, found {tokens.token or 'end of file'!r}")
+    if tokens.token in (",", ";"):
+        tokens.take()
+    comment = tokens.same_line_comment()
+    if comment:
+        last = entries[-1]
+        if isinstance(last.value, Message):
+            last.close_trailing = comment
+        else:
+            last.trailing = comment
+    return entries
+
+
+def _parse_message_entry(tokens: _Tokens, name: str) -> Entry:
+    opening = tokens.take()
+    entry = Entry(name, Message())
+    entry.trailing = tokens.same_line_comment()
+    entry.value = _parse_body(tokens, _CLOSE[opening])
+    return entry
+
+
+def _parse_list(tokens: _Tokens, name: str) -> list[Entry]:
+    tokens.expect("[")
+    entries: list[Entry] = []
+    while tokens.token != "]":
+        if tokens.at_end():
+            raise tokens._error("unterminated '[' list")
+        if tokens.is_comment():
+            tokens.take()
+            continue
+        if tokens.token in _CLOSE:
+            entries.append(_parse_message_entry(tokens, name))
+        else:
+            entries.append(Entry(name, _parse_scalar(tokens)))
+        if tokens.token == ",":
+            tokens.take()
+    tokens.take()
+    return entries
+
+
+def _parse_scalar(tokens: _Tokens) -> Scalar:
+    token = tokens.token
+    if not token or token in "{}<>[]:,;" or token.startswith("#"):
+        raise tokens._error(f"expected a value, found {token or 'end of file'!r}")
+    if token[0] in "'\"":
+        parts = []
+        while tokens.token[:1] in ("'", '"'):
+            text = tokens.token
+            if len(text) < 2 or text[-1] != text[0]:
+                raise tokens._error(f"string missing its closing quote: {text}")
+            try:
+                text_encoding.CUnescape(text[1:-1])
+            except ValueError as error:
+                raise tokens._error(f"bad escape in {text}: {error}") from None
+            parts.append(tokens.take())
+        return Scalar(parts)
+    if token == "-":                               # "- 4" is legal text format
+        tokens.take()
+        return Scalar(["-" + tokens.take()])
+    return Scalar([tokens.take()])
+
+
+def to_text(message: Message) -> str:
+    """Print a tree in text format (2-space indent; blank line between top-level blocks)."""
+    lines: list[str] = []
+    _print_body(message, 0, lines)
+    return "\n".join(lines) + "\n"
+
+
+def _print_body(message: Message, depth: int, lines: list[str]) -> None:
+    pad = "  " * depth
+    for index, entry in enumerate(message.entries):
+        if depth == 0 and index and isinstance(entry.value, Message):
+            lines.append("")
+        lines.extend(pad + c for c in entry.comments)
+        if isinstance(entry.value, Message):
+            lines.append(f"{pad}{entry.name} {{" + (f"  {entry.trailing}" if entry.trailing else ""))
+            _print_body(entry.value, depth + 1, lines)
+            lines.append(f"{pad}}}" + (f"  {entry.close_trailing}" if entry.close_trailing else ""))
+        else:
+            lines.append(f"{pad}{entry.name}: {' '.join(entry.value.tokens)}"
+                         + (f"  {entry.trailing}" if entry.trailing else ""))
+    lines.extend(pad + c for c in message.end_comments)
+
+
+# ===================================================================================== path API
+@dataclass(frozen=True)
+class _Segment:
+    names: tuple[str, ...] | None      # None: any field ('*')
+    index: int | None = None
+
+    @property
+    def single(self) -> str | None:
+        return self.names[0] if self.names and len(self.names) == 1 else None
+
+
+@functools.lru_cache(maxsize=256)
+def _segments(path: str) -> tuple[_Segment, ...]:
+    segments = []
+    for part in path.split("."):
+        index = None
+        if part.endswith("]") and "[" in part:
+            part, _, number = part[:-1].partition("[")
+            index = int(number)
+        if part == "*":
+            names = None
+        elif part.startswith("{") and part.endswith("}"):
+            names = tuple(n.strip() for n in part[1:-1].split("|"))
+        else:
+            names = (part,)
+        if names is not None and not all(names):
+            raise ValueError(f"bad path {path!r}")
+        segments.append(_Segment(names, index))
+    return tuple(segments)
+
+
+def _concrete(prefix: str, name: str, index: int, count: int) -> str:
+    step = f"{name}[{index}]" if count > 1 else name
+    return f"{prefix}.{step}" if prefix else step
+
+
+class _PathConfig:
+    """The path operations both backends share; subclasses provide the child access."""
+
+    backend = "?"
+
+    # -- subclass hooks: children(node, names) -> [(name, value, index, count)], value is a node or a python scalar
+    def _children(self, node, names: tuple[str, ...] | None) -> list[tuple[str, Any, int, int]]:
+        raise NotImplementedError
+
+    def _is_node(self, value) -> bool:
+        raise NotImplementedError
+
+    def _create_child(self, node, name: str):
+        raise NotImplementedError
+
+    def _set_field(self, node, name: str, values: list, repeated: bool) -> None:
+        raise NotImplementedError
+
+    def _delete_field(self, node, name: str) -> int:
+        raise NotImplementedError
+
+    def _root(self):
+        raise NotImplementedError
+
+    def to_text(self) -> str:
+        raise NotImplementedError
+
+    # -- shared
+    def _walk(self, segments, create: bool = False) -> Iterator[tuple[str, Any]]:
+        level = [("", self._root())]
+        for segment in segments:
+            following = []
+            for prefix, node in level:
+                if not self._is_node(node):
+                    continue
+                matches = self._children(node, segment.names)
+                if segment.index is not None:
+                    matches = [m for m in matches if m[2] == segment.index]
+                if not matches and create:
+                    name = segment.single
+                    if name is None or segment.index not in (None, 0):
+                        raise KeyError(f"cannot create {'|'.join(segment.names or ('*',))!r} under "
+                                       f"{prefix or 'the top level'}: none of them is present")
+                    matches = [(name, self._create_child(node, name), 0, 1)]
+                following.extend((_concrete(prefix, name, index, count), value)
+                                 for name, value, index, count in matches)
+            level = following
+        yield from level
+
+    def paths(self, path: str) -> list[str]:
+        """The concrete paths a pattern matches (``{a|b}`` resolved to what is present)."""
+        return [p for p, _ in self._walk(_segments(path))]
+
+    def get_all(self, path: str) -> list[Any]:
+        return [v for _, v in self._walk(_segments(path)) if not self._is_node(v)]
+
+    def get(self, path: str, default: Any = None) -> Any:
+        values = self.get_all(path)
+        return values[0] if values else default
+
+    def has(self, path: str) -> bool:
+        return any(True for _ in self._walk(_segments(path)))
+
+    def set(self, path: str, value: Any) -> list[str]:
+        """Set a scalar field (a list: the whole repeated field) under every match of the parent path,
+        creating missing parent messages; returns the concrete paths set."""
+        segments = _segments(path)
+        leaf = segments[-1]
+        if leaf.single is None or leaf.index is not None:
+            raise ValueError(f"set() needs a plain field name at the end of {path!r}")
+        repeated = isinstance(value, (list, tuple))
+        values = list(value) if repeated else [value]
+        done = []
+        for prefix, node in self._walk(segments[:-1], create=True):
+            if self._is_node(node):
+                self._set_field(node, leaf.single, values, repeated)
+                done.append(f"{prefix}.{leaf.single}" if prefix else leaf.single)
+        if not done:
+            raise KeyError(f"nothing matches the parent of {path!r}")
+        return done
+
+    def delete(self, path: str) -> int:
+        segments = _segments(path)
+        leaf = segments[-1]
+        if leaf.single is None or leaf.index is not None:
+            raise ValueError(f"delete() needs a plain field name at the end of {path!r}")
+        return sum(self._delete_field(node, leaf.single)
+                   for _, node in self._walk(segments[:-1]) if self._is_node(node))
+
+
+class TreeConfig(_PathConfig):
+    """Path API over the schema-less ``Message`` tree."""
+
+    backend = "tree"
+
+    def __init__(self, message: Message):
+        self.message = message
+
+    @classmethod
+    def parse(cls, text: str, where: str | None = None) -> "TreeConfig":
+        return cls(parse(text, where))
+
+    def to_text(self) -> str:
+        return to_text(self.message)
+
+    def _root(self):
+        return self.message
+
+    def _is_node(self, value) -> bool:
+        return isinstance(value, Message)
+
+    def _children(self, node: Message, names):
+        counts: dict[str, int] = {}
+        found = []
+        for entry in node.entries:
+            if names is None or entry.name in names:
+                index = counts.get(entry.name, 0)
+                counts[entry.name] = index + 1
+                found.append([entry.name, entry.value, index])
+        return [(name, value if isinstance(value, Message) else value.value(), index, counts[name])
+                for name, value, index in found]
+
+    def _create_child(self, node: Message, name: str) -> Message:
+        child = Message()
+        node.entries.append(Entry(name, child))
+        return child
+
+    def _set_field(self, node: Message, name: str, values: list, repeated: bool) -> None:
+        positions = [i for i, e in enumerate(node.entries) if e.name == name]
+        if positions and any(isinstance(node.entries[i].value, Message) for i in positions):
+            raise ValueError(f"{name!r} is a message here, not a scalar")
+        new = [Entry(name, Scalar.of(v)) for v in values]
+        if positions:
+            first = node.entries[positions[0]]
+            if new:
+                new[0].comments, new[0].trailing = first.comments, first.trailing
+            for i in reversed(positions):
+                del node.entries[i]
+            node.entries[positions[0]:positions[0]] = new
+        else:
+            node.entries.extend(new)
+
+    def _delete_field(self, node: Message, name: str) -> int:
+        before = len(node.entries)
+        node.entries[:] = [e for e in node.entries if e.name != name]
+        return before - len(node.entries)
+
+
+class ProtoConfig(_PathConfig):
+    """Path API over a protobuf message (the OD API's ``TrainEvalPipelineConfig``)."""
+
+    backend = "protos"
+
+    def __init__(self, message):
+        self.message = message
+
+    @classmethod
+    def parse(cls, text: str, where: str | None = None) -> "ProtoConfig":
+        from object_detection.protos import pipeline_pb2
+
+        message = pipeline_pb2.TrainEvalPipelineConfig()
+        try:
+            text_format.Parse(text, message)
+        except text_format.ParseError as error:
+            line = error.GetLine() if hasattr(error, "GetLine") else None
+            raise ConfigError(f"not a valid OD API pipeline config: {error}",
+                              where=f"{where}:{line}" if where and line else where,
+                              hint="the OD API's protos reject it (a misspelled or unknown field?)") from None
+        return cls(message)
+
+    def to_text(self) -> str:
+        return text_format.MessageToString(self.message, as_utf8=True)
+
+    def _root(self):
+        return self.message
+
+    def _is_node(self, value) -> bool:
+        return hasattr(value, "DESCRIPTOR") and hasattr(value, "ListFields")
+
+    def _field(self, node, name: str):
+        descriptor = node.DESCRIPTOR.fields_by_name.get(name)
+        if descriptor is None:
+            raise KeyError(f"{node.DESCRIPTOR.full_name} has no field {name!r}")
+        return descriptor
+
+    @staticmethod
+    def _python(descriptor, value):
+        if descriptor.type == descriptor.TYPE_ENUM:
+            return Ident(descriptor.enum_type.values_by_number[value].name)
+        return value
+
+    def _children(self, node, names):
+        descriptors = ([self._field(node, n) for n in names] if names is not None
+                       else [d for d, _ in node.ListFields()])
+        found = []
+        for descriptor in descriptors:
+            value = getattr(node, descriptor.name)
+            if _is_repeated(descriptor):
+                items = list(value)
+                found.extend((descriptor.name, self._python(descriptor, v), i, len(items))
+                             for i, v in enumerate(items))
+            elif node.HasField(descriptor.name):
+                found.append((descriptor.name, self._python(descriptor, value), 0, 1))
+        return found
+
+    def _create_child(self, node, name: str):
+        descriptor = self._field(node, name)
+        if descriptor.type != descriptor.TYPE_MESSAGE:
+            raise KeyError(f"{name!r} is not a message field")
+        if _is_repeated(descriptor):
+            return getattr(node, name).add()
+        child = getattr(node, name)
+        child.SetInParent()
+        return child
+
+    def _convert(self, descriptor, value):
+        if descriptor.type == descriptor.TYPE_ENUM and isinstance(value, str):
+            enum_value = descriptor.enum_type.values_by_name.get(str(value))
+            if enum_value is None:
+                raise ValueError(f"{value!r} is not a value of {descriptor.enum_type.full_name}")
+            return enum_value.number
+        if isinstance(value, os.PathLike):
+            return str(value)
+        return value
+
+    def _set_field(self, node, name: str, values: list, repeated: bool) -> None:
+        descriptor = self._field(node, name)
+        if descriptor.type == descriptor.TYPE_MESSAGE:
+            raise ValueError(f"{name!r} is a message, not a scalar")
+        converted = [self._convert(descriptor, v) for v in values]
+        if _is_repeated(descriptor):
+            target = getattr(node, name)
+            del target[:]
+            target.extend(converted)
+        else:
+            if len(converted) != 1:
+                raise ValueError(f"{name!r} is not repeated: give one value")
+            setattr(node, name, converted[0])
+
+    def _delete_field(self, node, name: str) -> int:
+        descriptor = self._field(node, name)
+        count = (len(getattr(node, name)) if _is_repeated(descriptor) else int(node.HasField(name)))
+        node.ClearField(name)
+        return count
+
+
+def _is_repeated(descriptor) -> bool:
+    repeated = getattr(descriptor, "is_repeated", None)     # protobuf >= 5.29; .label is deprecated
+    if repeated is not None:
+        return bool(repeated)
+    return descriptor.label == descriptor.LABEL_REPEATED
+
+
+@functools.lru_cache(maxsize=1)
+def protos_available() -> bool:
+    """True when the OD API's compiled protos import (object_detection installed, protos built)."""
+    try:
+        from object_detection.protos import pipeline_pb2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def load(text: str, where: str | None = None, use_protos: bool | None = None) -> _PathConfig:
+    """A config with the path API: OD API protos when available (or asked for), else the tree."""
+    if use_protos is None:
+        use_protos = protos_available()
+    return ProtoConfig.parse(text, where) if use_protos else TreeConfig.parse(text, where)
+
+
+# ==================================================================================== rendering
+@dataclass
+class Rendered:
+    text: str
+    backend: str
+    changes: dict[str, Any]       # concrete path -> value set (a list for repeated fields)
+    template_steps: int | None
+    template_batch: int | None
+    model_type: str
+    schedule: str | None
+
+
+def render(template: str, *, num_classes: int, label_map: str | Path, train_input: str | list[str],
+           val_input: str | list[str], steps: int, batch_size: int | None = None,
+           learning_rate: float | None = None, fine_tune_checkpoint: str | Path | None = None,
+           fine_tune_checkpoint_type: str = "detection", checkpoint_version: str | None = "V2",
+           val_images: int | None = None,
+           use_protos: bool | None = None, where: str | None = None) -> Rendered:
+    """Render a pipeline config text from a template text (see the module docstring).
+
+    ``fine_tune_checkpoint`` None trains from scratch (the template's fine-tune fields are removed);
+    ``fine_tune_checkpoint_type`` "detection" restores a whole detector's backbone + heads' base.
+    ``checkpoint_version`` V2 for TF2 object-based checkpoints; None leaves it (TF1 configs).
+    """
+    if steps < 1:
+        raise ConfigError(f"steps={steps}: must be at least 1")
+    if num_classes < 1:
+        raise ConfigError(f"num_classes={num_classes}: the label map has no classes")
+    config = load(template, where, use_protos)
+    changes: dict[str, Any] = {}
+
+    def put(path: str, value: Any) -> None:
+        for concrete in config.set(path, value):
+            changes[concrete] = value
+
+    model_paths = config.paths(f"model.{{{'|'.join(MODEL_TYPES)}}}")
+    if len(model_paths) != 1:
+        raise ConfigError(f"the template's model is not one of {', '.join(MODEL_TYPES)}", where=where,
+                          hint="use a zoo config of an SSD/EfficientDet, Faster R-CNN or CenterNet model")
+    model_type = model_paths[0].rpartition(".")[2]
+    put(f"model.{model_type}.num_classes", int(num_classes))
+
+    template_steps = config.get("train_config.num_steps")
+    template_batch = config.get("train_config.batch_size")
+    put("train_config.num_steps", int(steps))
+    if batch_size is not None:
+        put("train_config.batch_size", int(batch_size))
+    put("train_config.use_bfloat16", False)
+
+    if fine_tune_checkpoint is not None:
+        put("train_config.fine_tune_checkpoint", str(fine_tune_checkpoint))
+        put("train_config.fine_tune_checkpoint_type", fine_tune_checkpoint_type)
+        if checkpoint_version:
+            put("train_config.fine_tune_checkpoint_version", Ident(checkpoint_version))
+    else:
+        for name in ("fine_tune_checkpoint", "fine_tune_checkpoint_type", "fine_tune_checkpoint_version",
+                     "from_detection_checkpoint"):
+            if config.delete(f"train_config.{name}"):
+                changes[f"train_config.{name}"] = None
+
+    schedule = _render_schedule(config, put, steps=steps, template_steps=template_steps,
+                                batch_size=batch_size, template_batch=template_batch,
+                                learning_rate=learning_rate, where=where)
+    ratio = steps / template_steps if template_steps else None
+    delay = config.get("graph_rewriter.quantization.delay")
+    if delay is not None and ratio:
+        put("graph_rewriter.quantization.delay", int(round(delay * ratio)))
+
+    train_paths = [str(train_input)] if isinstance(train_input, (str, Path)) else [str(p) for p in train_input]
+    val_paths = [str(val_input)] if isinstance(val_input, (str, Path)) else [str(p) for p in val_input]
+    put("train_input_reader.label_map_path", str(label_map))
+    put("train_input_reader.tf_record_input_reader.input_path", train_paths)
+    put("eval_input_reader.label_map_path", str(label_map))
+    put("eval_input_reader.tf_record_input_reader.input_path", val_paths)
+    put("eval_config.metrics_set", [COCO_METRICS])
+    if val_images and config.has("eval_config.num_examples"):
+        put("eval_config.num_examples", int(val_images))
+
+    return Rendered(text=config.to_text(), backend=config.backend, changes=changes,
+                    template_steps=template_steps, template_batch=template_batch, model_type=model_type,
+                    schedule=schedule)
+
+
+def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: int | None,
+                     batch_size: int | None, template_batch: int | None, learning_rate: float | None,
+                     where: str | None) -> str | None:
+    found = config.paths(SCHEDULE_PATH)
+    if not found:
+        if learning_rate is not None:
+            raise ConfigError("learning_rate= given but the template has no learning-rate schedule",
+                              where=where, hint="leave learning_rate=auto for this config")
+        return None
+    if len(found) > 1:
+        raise ConfigError(f"the template has {len(found)} learning-rate schedules", where=where)
+    path = found[0]
+    schedule = path.rpartition(".")[2]
+    optimizer = path.split(".")[2]
+    defaults = SCHEDULE_DEFAULTS[schedule]
+
+    def current(name: str):
+        return config.get(f"{path}.{name}", defaults.get(name))
+
+    ratio = steps / template_steps if template_steps else None
+    if schedule == "cosine_decay_learning_rate":
+        total = current("total_steps") or steps
+        warmup = int(round(current("warmup_steps") * steps / total))
+        hold = int(round(current("hold_base_rate_steps") * steps / total))
+        warmup = min(warmup, max(steps - 1, 0))            # the OD API needs total >= warmup ...
+        hold = min(hold, max(steps - 1 - warmup, 0))       # ... and cosine divides by total - warmup - hold
+        put(f"{path}.total_steps", int(steps))
+        put(f"{path}.warmup_steps", warmup)
+        if config.has(f"{path}.hold_base_rate_steps") or hold:
+            put(f"{path}.hold_base_rate_steps", hold)
+    elif schedule == "exponential_decay_learning_rate" and ratio:
+        put(f"{path}.decay_steps", max(1, int(round(current("decay_steps") * ratio))))
+        if current("burnin_steps"):
+            put(f"{path}.burnin_steps", int(round(current("burnin_steps") * ratio)))
+    elif schedule == "manual_step_learning_rate" and ratio:
+        boundaries = config.get_all(f"{path}.schedule.step")
+        previous = 0
+        for index, boundary in enumerate(boundaries):
+            scaled = max(previous + 1, int(round(boundary * ratio)))   # positive, strictly increasing
+            put(f"{path}.schedule[{index}].step", scaled)
+            previous = scaled
+
+    # learning rates: an explicit peak, or the batch-size scaling rule
+    names = LR_FIELDS[schedule]
+    peak = current(names[0])
+    factor = 1.0
+    if learning_rate is not None:
+        factor = learning_rate / peak if peak else 1.0
+    elif batch_size and template_batch and batch_size != template_batch:
+        factor = batch_size / template_batch
+        if optimizer == "adam_optimizer":
+            factor = math.sqrt(factor)
+    if learning_rate is not None:
+        put(f"{path}.{names[0]}", float(learning_rate))
+    if factor != 1.0:
+        if learning_rate is None:
+            put(f"{path}.{names[0]}", _round(peak * factor))
+        for name in names[1:]:
+            value = current(name)
+            if value or config.has(f"{path}.{name}"):
+                put(f"{path}.{name}", _round(value * factor))
+        if schedule == "manual_step_learning_rate":
+            for index, value in enumerate(config.get_all(f"{path}.schedule.learning_rate")):
+                put(f"{path}.schedule[{index}].learning_rate", _round(value * factor))
+    return schedule
+
+
+def _round(value: float) -> float:
+    """Six significant digits: learning rates are float32 in the proto; keeps the config readable."""
+    return float(f"{value:.6g}")
+
+
+def render_file(template: Path, out: Path, **kwargs) -> Rendered:
+    """Render ``template`` into ``out`` (written atomically); returns what was set."""
+    template = Path(template)
+    try:
+        text = template.read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"cannot read the pipeline config template: {error.strerror}", where=str(template)) from None
+    kwargs.setdefault("where", str(template))
+    rendered = render(text, **kwargs)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(rendered.text, encoding="utf-8")
+    os.replace(tmp, out)
+    return rendered

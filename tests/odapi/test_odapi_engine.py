@@ -1,0 +1,298 @@
+"""ENGINE=odapi: the engine contract, its model_main_tf2 orchestration, and (where the OD API is
+installed) a real from-scratch training run.
+
+The orchestration tests replace the two subprocesses (model_main_tf2 and the evaluation) by fakes that
+behave like model_main_tf2 does: a save at step 0, training in loops of 100 steps, a save only once
+``checkpoint_every_n`` steps have passed. Everything else (zoo download over loopback HTTP, rendering,
+chunking, checkpoint checks, metrics.json, best/) is the real code.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from odstack import labelmap
+from odstack.errors import ConfigError, OdstackError
+from odstack.train import pipeline_config as pc
+from odstack.train import zoo
+from odstack.train.engines import odapi
+from odstack.train.run import DatasetInfo, RunDir, TrainSettings
+from tests.odapi.test_zoo import make_archive, server  # noqa: F401  (server is a fixture)
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "odapi"
+MODEL = zoo.get("ssd_mobilenet_v2_320x320")
+
+
+# ===================================================================================== contract
+def test_engine_contract():
+    assert odapi.NAME == "odapi"
+    rows = odapi.models()
+    assert [r["name"] for r in rows] == zoo.names()
+    default = [r for r in rows if r["default"]]
+    assert [r["name"] for r in default] == ["ssd_mobilenet_v2_320x320"]
+    assert {"name", "archive", "speed_ms", "coco_map", "tflite"} <= set(rows[0])
+    assert rows[0]["tflite"] is True and next(r for r in rows if r["name"] == "efficientdet_d0")["tflite"] is False
+
+
+def test_without_the_od_api_train_and_evaluate_say_how_to_get_it(monkeypatch, tmp_path):
+    monkeypatch.setattr(odapi, "available", lambda: False)
+    run = RunDir(tmp_path / "run")
+    for call in (lambda: odapi.train(run, TrainSettings(engine="odapi"), None),
+                 lambda: odapi.evaluate(run, tmp_path / "ckpt-1", None)):
+        with pytest.raises(ConfigError) as error:
+            call()
+        assert "object_detection" in str(error.value)
+        assert "ODAPI=1" in str(error.value) and "ENGINE=tfvision" in str(error.value)
+
+
+@pytest.mark.parametrize("step, total, chunk, targets", [
+    (0, 1000, 200, [200, 400, 600, 800, 1000]), (0, 300, 1000, [300]), (200, 300, 100, [300]),
+    (300, 300, 100, []), (0, 500, 300, [300, 500])])
+def test_chunk_targets(step, total, chunk, targets):
+    assert odapi.chunk_targets(step, total, chunk) == targets
+
+
+def _checkpoint_files(directory: Path, number: int) -> Path:
+    prefix = directory / f"ckpt-{number}"
+    prefix.with_name(prefix.name + ".index").write_bytes(b"i")
+    prefix.with_name(prefix.name + ".data-00000-of-00001").write_bytes(b"d")
+    (directory / "checkpoint").write_text(f'model_checkpoint_path: "ckpt-{number}"\n'
+                                          f'all_model_checkpoint_paths: "ckpt-{number}"\n')
+    return prefix
+
+
+def test_latest_and_resolve_checkpoint(tmp_path):
+    assert odapi.latest_checkpoint(tmp_path) is None
+    prefix = _checkpoint_files(tmp_path, 3)
+    assert odapi.latest_checkpoint(tmp_path) == prefix
+    assert odapi.resolve_checkpoint(tmp_path) == prefix
+    assert odapi.resolve_checkpoint(prefix) == prefix
+    assert odapi.resolve_checkpoint(prefix.with_name("ckpt-3.index")) == prefix
+    with pytest.raises(ConfigError, match="no such checkpoint"):
+        odapi.resolve_checkpoint(tmp_path / "ckpt-9")
+    prefix.with_name("ckpt-3.index").unlink()
+    assert odapi.latest_checkpoint(tmp_path) is None                   # named but gone
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        odapi.resolve_checkpoint(tmp_path)
+
+
+# ============================================================== orchestration with fake processes
+def make_dataset(directory: Path, names=("cat", "dog", "fox")) -> DatasetInfo:
+    directory.mkdir(parents=True)
+    labelmap.write(directory / "label_map.pbtxt", list(names))
+    for split in ("train", "val"):
+        (directory / f"{split}-00000-of-00001.record").write_bytes(b"")
+    return DatasetInfo.load(directory)
+
+
+class FakeOdApi:
+    """Stands in for model_main_tf2 (train loop + CheckpointManager) and the evaluation subprocess."""
+
+    def __init__(self, honour_checkpoint_every_n: bool = True):
+        self.honour = honour_checkpoint_every_n
+        self.steps: dict[str, int] = {}          # checkpoint prefix -> step
+        self.commands: list[list[str]] = []
+        self.evaluated: list[str] = []
+
+    def run(self, command, env, log_path, what):
+        self.commands.append(command)
+        assert env["TF_USE_LEGACY_KERAS"] == "1"
+        flags = dict(c[2:].split("=", 1) for c in command if c.startswith("--") and "=" in c)
+        model_dir = Path(flags["model_dir"])
+        config = pc.TreeConfig.parse(Path(flags["pipeline_config_path"]).read_text())
+        assert config.get("train_config.num_steps") is not None
+        latest = odapi.latest_checkpoint(model_dir)
+        step = self.steps[str(latest)] if latest else 0
+        number = len(self.steps)
+        if latest is None:                                       # manager.save() at step 0
+            number += 1
+            self.steps[str(_checkpoint_files(model_dir, number))] = 0
+        every = int(flags["checkpoint_every_n"]) if self.honour else 1000
+        saved = step
+        for _ in range(step, int(flags["num_train_steps"]), 100):    # loops of 100 steps
+            step += 100
+            if step - saved >= every:
+                number += 1
+                self.steps[str(_checkpoint_files(model_dir, number))] = step
+                saved = step
+        log_path.write_text("fake model_main_tf2\n")
+
+    def step(self, prefix):
+        return self.steps[str(prefix)]
+
+    def evaluate(self, run, checkpoint, data, env):
+        self.evaluated.append(Path(checkpoint).name)
+        step = self.steps[str(checkpoint)]
+        ap = {100: 0.2, 200: 0.5, 300: 0.4}.get(step, 0.3)         # best at step 200
+        return {"AP": ap, "AP50": ap + 0.3, "AP75": ap, "APs": -1.0, "APm": ap, "APl": ap, "ARmax100": ap,
+                "step": step}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    fake = FakeOdApi()
+    monkeypatch.setattr(odapi, "available", lambda: True)
+    monkeypatch.setattr(odapi, "_run", fake.run)
+    monkeypatch.setattr(odapi, "checkpoint_step", fake.step)
+    monkeypatch.setattr(odapi, "_evaluate", fake.evaluate)
+    return fake
+
+
+def zoo_settings(tmp_path, base_url, **overrides) -> TrainSettings:
+    values = dict(engine="odapi", model="ssd_mobilenet_v2_320x320", run="r1", data=tmp_path / "records",
+                  steps=250, zoo_cache=tmp_path / "zoo", zoo_url=base_url)
+    values.update(overrides)
+    return TrainSettings(**values)
+
+
+def serve_zoo_archive(www: Path) -> None:
+    """The fake zoo archive carries a real pipeline.config (the SSD fixture)."""
+    make_archive(www / MODEL.archive, extra={})
+    staging = www / "staging"
+    shutil.unpack_archive(www / MODEL.archive, staging)
+    shutil.copyfile(FIXTURES / "ssd_mobilenet_v2_320x320.config", staging / MODEL.stem / "pipeline.config")
+    (www / MODEL.archive).unlink()
+    shutil.make_archive(str(www / MODEL.stem), "gztar", staging)
+    (www / f"{MODEL.stem}.tar.gz").rename(www / MODEL.archive)
+    shutil.rmtree(staging)
+
+
+def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, server, tmp_path):  # noqa: F811
+    base, www, requests = server
+    serve_zoo_archive(www)
+    data = make_dataset(tmp_path / "records")
+    run = RunDir(tmp_path / "output" / "r1")
+    odapi.train(run, zoo_settings(tmp_path, base), data)
+
+    assert requests == [f"/{MODEL.archive}"]
+    # steps=250 -> 300 (loops of 100); checkpoint_every=auto -> 50 -> 100: three chunks, one save each
+    trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
+    assert [(c[-3], c[-2]) for c in trained] == [
+        ("--num_train_steps=100", "--checkpoint_every_n=100"), ("--num_train_steps=200", "--checkpoint_every_n=100"),
+        ("--num_train_steps=300", "--checkpoint_every_n=100")]
+    assert fake.evaluated == ["ckpt-2", "ckpt-3", "ckpt-4"]            # ckpt-1 is step 0: never evaluated
+
+    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    model_dir = tmp_path / "zoo" / MODEL.stem / MODEL.stem
+    assert config.get("train_config.fine_tune_checkpoint") == str(model_dir / "checkpoint" / "ckpt-0")
+    assert config.get("train_config.fine_tune_checkpoint_type") == "detection"
+    assert config.get("train_config.batch_size") == MODEL.batch
+    assert config.get("train_config.num_steps") == 300
+    assert config.get("model.ssd.num_classes") == 3
+    assert config.get("train_input_reader.tf_record_input_reader.input_path") == str(
+        (tmp_path / "records").absolute() / "train-?????-of-?????.record")
+    assert config.get("eval_input_reader.label_map_path") == str(run.label_map.resolve())
+
+    metrics = json.loads(run.metrics_json.read_text())
+    assert [h["step"] for h in metrics["history"]] == [100, 200, 300]
+    assert metrics["best"]["step"] == 200 and metrics["best"]["AP"] == 0.5
+    assert metrics["latest"]["step"] == 300
+    assert "step" not in {k for k in metrics["latest"] if k not in ("step", "checkpoint")}
+    assert sorted(p.name for p in run.best_dir.iterdir()) == ["checkpoint", "ckpt-3.data-00000-of-00001",
+                                                             "ckpt-3.index"]
+    assert json.loads(run.run_json.read_text())["engine"] == "odapi"
+
+    # resume: same run, more steps -> no download, continues from step 300, re-renders the schedule
+    (www / MODEL.archive).unlink()
+    fake.commands.clear()
+    odapi.train(run, zoo_settings(tmp_path, base, steps=500, checkpoint_every=200), data)
+    trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
+    assert [(c[-3], c[-2]) for c in trained] == [("--num_train_steps=400", "--checkpoint_every_n=100"),
+                                                 ("--num_train_steps=500", "--checkpoint_every_n=100")]
+    assert requests == [f"/{MODEL.archive}"]
+    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    assert config.get("train_config.num_steps") == 500
+    assert config.get(f"train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
+                      f".total_steps") == 500
+    assert [h["step"] for h in json.loads(run.metrics_json.read_text())["history"]] == [100, 200, 300, 400, 500]
+
+    fake.commands.clear()                                                # nothing left to do
+    odapi.train(run, zoo_settings(tmp_path, base, steps=500), data)
+    assert fake.commands == []
+
+
+def test_a_final_step_that_is_not_saved_is_an_error(monkeypatch, server, tmp_path):  # noqa: F811
+    fake = FakeOdApi(honour_checkpoint_every_n=False)                    # the --checkpoint_every_n=1000 trap
+    monkeypatch.setattr(odapi, "available", lambda: True)
+    monkeypatch.setattr(odapi, "_run", fake.run)
+    monkeypatch.setattr(odapi, "checkpoint_step", fake.step)
+    monkeypatch.setattr(odapi, "_evaluate", fake.evaluate)
+    base, www, _ = server
+    serve_zoo_archive(www)
+    data = make_dataset(tmp_path / "records")
+    with pytest.raises(OdstackError, match="trained to step 100 but ckpt-1 holds step 0"):  # the empty one
+        odapi.train(RunDir(tmp_path / "output" / "r1"), zoo_settings(tmp_path, base, steps=100), data)
+
+
+def test_own_config_from_scratch_needs_no_zoo(fake, tmp_path):
+    data = make_dataset(tmp_path / "records")
+    run = RunDir(tmp_path / "output" / "tiny")
+    settings = TrainSettings(engine="odapi", model=str(FIXTURES / "ssd_mobilenet_v2_tiny_128.config"), run="tiny",
+                             data=data.directory, steps=100, from_scratch=True, zoo_url="http://127.0.0.1:9/none")
+    odapi.train(run, settings, data)
+    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    assert not config.has("train_config.fine_tune_checkpoint")
+    assert config.get("train_config.batch_size") == 8                   # the config's own batch
+    with pytest.raises(ConfigError, match="fine_tune_checkpoint"):     # not from scratch: needs a checkpoint
+        odapi.train(RunDir(tmp_path / "output" / "t2"),
+                    TrainSettings(engine="odapi", model=settings.model, run="t2", data=data.directory), data)
+
+
+def test_no_val_shards_trains_without_evaluating(fake, tmp_path):
+    data = make_dataset(tmp_path / "records")
+    (data.directory / "val-00000-of-00001.record").unlink()
+    data = DatasetInfo.load(data.directory)
+    run = RunDir(tmp_path / "output" / "tiny")
+    odapi.train(run, TrainSettings(engine="odapi", model=str(FIXTURES / "ssd_mobilenet_v2_tiny_128.config"),
+                                   run="tiny", data=data.directory, steps=200, checkpoint_every=100,
+                                   from_scratch=True), data)
+    assert fake.evaluated == [] and not run.metrics_json.exists()
+    assert fake.step(odapi.latest_checkpoint(run.path)) == 200
+
+
+# ====================================================== for real, where the OD API is installed
+@pytest.fixture(scope="module")
+def object_detection():
+    # the package itself only (its model code needs TF_USE_LEGACY_KERAS=1 before TensorFlow is imported,
+    # which the engine sets for its subprocesses; this test process never imports TensorFlow)
+    module = pytest.importorskip("object_detection",
+                                 reason="the TF Object Detection API is not installed (CI cannot install it): "
+                                        "scripts/odapi/install_odapi.sh installs it into a venv")
+    if not odapi.available():
+        pytest.skip("object_detection is there but not its model_main_tf2")
+    return module
+
+
+def test_real_training_from_scratch_resume_and_evaluate(object_detection, tmp_path):
+    """A tiny SSD from scratch on synthetic shapes: 100 steps, resumed to 200, evaluated (~3 min, 2 CPUs)."""
+    from google.protobuf import text_format
+    from object_detection.protos import pipeline_pb2
+
+    from odstack.data.convert import DataSettings, convert
+    from odstack.data.synthetic import make_shapes
+
+    make_shapes(tmp_path / "shapes", images=60, size=128, seed=3)
+    convert(DataSettings(src=tmp_path / "shapes", out=tmp_path / "records", workers=1, shards=1))
+    data = DatasetInfo.load(tmp_path / "records")
+    run = RunDir(tmp_path / "output" / "tiny")
+    settings = dict(engine="odapi", model=str(FIXTURES / "ssd_mobilenet_v2_tiny_128.config"), run="tiny",
+                    data=data.directory, checkpoint_every=100, from_scratch=True, gpus="none")
+    odapi.train(run, TrainSettings(steps=100, **settings), data)
+    odapi.train(run, TrainSettings(steps=200, **settings), data)
+
+    message = pipeline_pb2.TrainEvalPipelineConfig()
+    text_format.Parse((run.path / "pipeline.config").read_text(), message)
+    assert message.train_config.num_steps == 200 and message.model.ssd.num_classes == 3
+    metrics = json.loads(run.metrics_json.read_text())
+    assert [h["step"] for h in metrics["history"]] == [100, 200]
+    assert odapi.checkpoint_step(odapi.latest_checkpoint(run.path)) == 200
+    best = metrics["best"]
+    again = odapi.evaluate(run, run.best_dir, data)
+    assert again["step"] == best["step"]
+    assert again["AP"] == pytest.approx(best["AP"], abs=1e-6)
+    assert set(again) == set(odapi.COCO_KEYS) | {"step"}
+    assert list((run.path / "train").glob("events.out.tfevents.*"))
+    assert list((run.path / "eval").glob("events.out.tfevents.*"))
