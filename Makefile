@@ -41,6 +41,7 @@ COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.
 IMAGE ?=                 ## predict: image file(s)
 THRESHOLD ?=             ## predict: min score
 ANNOTATED ?=             ## predict: save the drawn JPEG here
+SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
 
 # (`VAR ?= value  ## doc` keeps the spaces before `##`: strip every documented variable once)
@@ -51,8 +52,6 @@ endif
 
 VENV := .venv
 REQ := dockerfiles/requirements
-DEMO_SRC := input/raccoon-sample
-DEMO_OUT := output/demo
 
 # key=value arguments for `python -m odstack data`, only for the variables that are set
 data_args = $(strip $(if $(SRC),src=$(SRC)) $(if $(OUT),out=$(OUT)) $(if $(FORMAT),format=$(FORMAT)) \
@@ -121,12 +120,10 @@ data: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## convert SRC (a
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
 
-demo: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## the newcomer's tour: convert the bundled raccoon sample (more stages arrive with later issues)
+demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/TF.js -> serve -> detections (~10 min)
 	@mkdir -p input output
-	@test -d $(DEMO_SRC) || { mkdir -p $(DEMO_SRC) && cp -r tests/fixtures/raccoon/images tests/fixtures/raccoon/annotations \
-	  tests/fixtures/raccoon/LICENSE $(DEMO_SRC)/ && echo "demo: copied the bundled raccoon sample to $(DEMO_SRC)"; }
-	$(call run_stage,odapi,data.sh,src=$(DEMO_SRC) out=$(DEMO_OUT)/tf_records $(filter-out src=% out=%,$(data_args)))
-	@echo "demo: done. Records, label map and report (report.html, report.json) are in $(DEMO_OUT)/tf_records/"
+	RUNNER=$(RUNNER) MODEL_NAME=$(MODEL_NAME) CLIENT_PORT=$(CLIENT_PORT) \
+	  COMPOSE_FILES="$(COMPOSE_FILES)" bash scripts/demo.sh
 
 train: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
 ifeq ($(TF),1)
@@ -145,8 +142,8 @@ models: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## list the tra
 tensorboard: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
 	$(call run_stage,odapi,tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
 
-synth: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in input/shapes
-	$(call run_stage,odapi,synth.sh,)
+synth: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
+	$(call run_stage,odapi,synth.sh,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))
 
 ##@ Serving (docker-compose.yml; without Docker: the development model server + gunicorn)
 
@@ -162,7 +159,7 @@ $(VENV)/client/.dev-installed: $(VENV)/client/.installed $(REQ)/dev.txt
 	@$(VENV)/client/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
 	@touch $@
 
-.PHONY: serve serve-down predict test-client bench-serving
+.PHONY: serve serve-bg serve-down predict test-client bench-serving
 serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn) on 127.0.0.1:CLIENT_PORT
 ifeq ($(RUNNER),docker)
 	CLIENT_PORT=$(CLIENT_PORT) MODEL_NAME=$(MODEL_NAME) docker-compose $(COMPOSE_FILES) up -d --no-build
@@ -177,8 +174,30 @@ else
 	  $(call run_stage,client,client.sh,)
 endif
 
-serve-down: ## stop the docker serving stack
+serve-bg: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## start the serving stack in the background and wait until the model is ready
+ifeq ($(RUNNER),docker)
+	CLIENT_PORT=$(CLIENT_PORT) MODEL_NAME=$(MODEL_NAME) docker-compose $(COMPOSE_FILES) up -d --no-build
+else
+	@$(MAKE) --no-print-directory serve-down RUNNER=local >/dev/null 2>&1 || true
+	@mkdir -p output/.serve
+	@PYTHONPATH="$(CURDIR)" nohup $(VENV)/modelserver/bin/python -m odstack.serving.modelserver --port 8500 \
+	  --rest_api_port 8501 --bind_address 127.0.0.1 --model_name $(MODEL_NAME) --model_base_path output/serving/$(MODEL_NAME) \
+	  > output/.serve/modelserver.log 2>&1 & echo $$! > output/.serve/modelserver.pid
+	@BIND=127.0.0.1:$(CLIENT_PORT) TF_SERVING_ADDR=127.0.0.1:8500 MODEL_NAME=$(MODEL_NAME) SERVING_DIR=output/serving \
+	  PATH="$(CURDIR)/$(VENV)/client/bin:$$PATH" PYTHONPATH="$(CURDIR)/client" nohup container_scripts/client.sh \
+	  > output/.serve/client.log 2>&1 & echo $$! > output/.serve/client.pid
+endif
+	@for i in $$(seq 1 120); do \
+	  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$(CLIENT_PORT)/readyz', timeout=2)" 2>/dev/null \
+	    && { echo "serve: ready on http://127.0.0.1:$(CLIENT_PORT)/"; exit 0; }; sleep 1; done; \
+	  echo "serve: not ready after 120 s (logs: output/.serve/ or docker-compose logs)"; exit 1
+
+serve-down: ## stop the serving stack (docker-compose down, or the local background processes)
+ifeq ($(RUNNER),docker)
 	docker-compose $(COMPOSE_FILES) down
+else
+	@for p in output/.serve/*.pid; do [ -f "$$p" ] && kill "$$(cat $$p)" 2>/dev/null; rm -f "$$p"; done; true
+endif
 
 predict: ## send IMAGE=photo.jpg to the running client, print detections (ANNOTATED=out.jpg saves the drawing)
 	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg"; exit 1; }
@@ -208,10 +227,13 @@ test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests
 bench: $(VENV)/odapi/.dev-installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench --images 20000
 
-lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile
+lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile, `docker-compose config` over every compose file
 	$(VENV)/odapi/bin/hadolint dockerfiles/*.dockerfile
+	@for extra in "" docker-compose.override.yml docker-compose.gpu.yml docker-compose.ci.yml; do \
+	  docker-compose -f docker-compose.yml $${extra:+-f $$extra} config -q && echo "compose: docker-compose.yml $$extra ok"; done
 
 ##@ Cleaning
 .PHONY: clean
 clean: ## remove the demo's artifacts (never your own datasets in input/)
-	rm -rf $(DEMO_SRC) $(DEMO_OUT)
+	@$(MAKE) --no-print-directory serve-down >/dev/null 2>&1 || true
+	rm -rf input/demo-shapes output/demo-data output/demo output/.serve
