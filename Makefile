@@ -30,13 +30,16 @@ STEPS ?=                 ## train: total training steps (default 1000)
 BATCH ?=                 ## train: batch size (default: the model's)
 IMAGE_SIZE ?=            ## train: input size in pixels, tfvision (default 320)
 GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto)
-CHECKPOINT ?=            ## eval: latest | best | a checkpoint path (default latest)
+CHECKPOINT ?=            ## eval: latest | best | a path (default latest); export: the same (default best)
 TF ?= 2                  ## train: 1 = the TF1.15 OD API image (odapi-tf1) for TF1 zoo configs
 TB_PORT ?= 6006          ## tensorboard: port on 127.0.0.1
+QUANT ?=                 ## tflite: float | fp16 | dynamic | int8 | all, or a comma list (default float); tfjs: none | float16 | uint8
+EDGETPU ?=               ## tflite: 1 = compile int8 for Coral (toco image built with EDGETPU=1)
+CALIBRATION ?=           ## tflite: val images for int8 calibration (default 100)
 CONFIG ?=                ## train TF=1: a TF1 pipeline.config to train with model_main.py
 ODAPI ?= 0               ## image-odapi: 1 = include the TF Object Detection API (needs GitHub; see dockerfiles/README.md)
 CLIENT_PORT ?= 8080      ## serve/predict: client port on 127.0.0.1
-MODEL_NAME ?= detector   ## serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
+MODEL_NAME ?= detector   ## export/serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
 COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.ci.yml (no registry)
 IMAGE ?=                 ## predict: image file(s)
 THRESHOLD ?=             ## predict: min score
@@ -51,6 +54,7 @@ override RUNNER := $(shell timeout 10 docker info >/dev/null 2>&1 && echo docker
 endif
 
 VENV := .venv
+TFJS_JS := odstack/export/js
 REQ := dockerfiles/requirements
 
 # key=value arguments for `python -m odstack data`, only for the variables that are set
@@ -62,6 +66,11 @@ data_args = $(strip $(if $(SRC),src=$(SRC)) $(if $(OUT),out=$(OUT)) $(if $(FORMA
 train_args = $(strip $(if $(ENGINE),engine=$(ENGINE)) $(if $(MODEL),model=$(MODEL)) $(if $(RUN),run=$(RUN)) \
 	$(if $(DATA),data=$(DATA)) $(if $(STEPS),steps=$(STEPS)) $(if $(BATCH),batch=$(BATCH)) \
 	$(if $(IMAGE_SIZE),image_size=$(IMAGE_SIZE)) $(if $(GPUS),gpus=$(GPUS)))
+export_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(CHECKPOINT),checkpoint=$(CHECKPOINT)) $(if $(MODEL_NAME),model_name=$(MODEL_NAME)))
+tflite_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(QUANT),quant=$(QUANT)) $(if $(EDGETPU),edgetpu=$(EDGETPU)) \
+	$(if $(CALIBRATION),calibration_images=$(CALIBRATION)) $(if $(DATA),data=$(DATA)))
+tfjs_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(QUANT),quant=$(QUANT)))
+parity_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(DATA),data=$(DATA)))
 eval_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(DATA),data=$(DATA)) $(if $(CHECKPOINT),checkpoint=$(CHECKPOINT)))
 # GPUs in containers need the NVIDIA runtime; ask for them only when the engine has it and GPUS allows.
 docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia && echo y),--gpus $(if $(filter-out auto all,$(GPUS)),'"device=$(GPUS)"',all)))
@@ -91,7 +100,7 @@ help: ## show this help
 .PHONY: setup images venvs
 setup: $(if $(filter docker,$(RUNNER)),images,venvs) ## RUNNER=local: create .venv/<image>; RUNNER=docker: build the images
 
-venvs: $(VENV)/odapi/.installed $(VENV)/modelserver/.installed $(VENV)/client/.installed ## create/refresh the local venvs from dockerfiles/requirements/*.txt
+venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed ## create/refresh the local venvs from dockerfiles/requirements/*.txt
 
 $(VENV)/%/.installed: $(REQ)/%.txt
 	@echo "setup: $(VENV)/$* from $<"
@@ -99,23 +108,27 @@ $(VENV)/%/.installed: $(REQ)/%.txt
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
 	@touch $@
 
+$(TFJS_JS)/node_modules/.package-lock.json: $(TFJS_JS)/package.json $(TFJS_JS)/package-lock.json
+	@cd $(TFJS_JS) && npm ci --ignore-scripts --no-audit --no-fund
+	@touch $@
+
 $(VENV)/%/.dev-installed: $(VENV)/%/.installed $(REQ)/dev.txt
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
 	@touch $@
 
-images: image-odapi image-modelserver image-client ## build every image (docker); one image: make image-<name>, e.g. image-odapi
+images: image-odapi image-toco image-tfjs image-modelserver image-client ## build every image (docker); one image: make image-<name>, e.g. image-odapi
 
 .PHONY: image-%
 image-%:
 	@mkdir -p dockerfiles/ca && rm -f dockerfiles/ca/extra.crt
 	@$(if $(CA_BUNDLE),cp "$(CA_BUNDLE)" dockerfiles/ca/extra.crt,true)
 	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-	  $(if $(filter odapi,$*),--build-arg ODAPI=$(ODAPI)) \
+	  $(if $(filter odapi,$*),--build-arg ODAPI=$(ODAPI)) $(if $(filter 1,$(EDGETPU)),--build-arg EDGETPU=1) \
 	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(TAG) .
 	@rm -f dockerfiles/ca/extra.crt
 
 ##@ Pipeline
-.PHONY: data demo train eval models tensorboard synth
+.PHONY: data demo train eval models tensorboard synth export tflite tfjs parity
 data: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
@@ -141,6 +154,18 @@ models: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## list the tra
 
 tensorboard: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
 	$(call run_stage,odapi,tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
+
+export: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## SavedModel with the OD API signature + the next TF Serving version in output/serving/MODEL_NAME
+	$(call run_stage,odapi,export.sh,$(export_args))
+
+tflite: $(if $(filter local,$(RUNNER)),$(VENV)/toco/.installed) ## TFLite (QUANT, EDGETPU) in the toco image, then parity
+	$(call run_stage,toco,tflite.sh,$(tflite_args))
+
+tfjs: $(if $(filter local,$(RUNNER)),$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## TF.js graph model (QUANT=none|float16|uint8) in the tfjs image
+	$(call run_stage,tfjs,tfjs.sh,$(tfjs_args))
+
+parity: $(if $(filter local,$(RUNNER)),$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
+	$(call run_stage,toco,parity.sh,$(parity_args))
 
 synth: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
 	$(call run_stage,odapi,synth.sh,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))
@@ -214,7 +239,7 @@ bench-serving: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## s
 .PHONY: test test-core test-serving test-docker bench lint
 test: test-core test-serving test-client ## the whole test suite, locally (what it covers: README "Tests")
 
-test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed ## data, formats, training, export tests (.venv/odapi)
+test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json ## data, formats, training, export tests (.venv/odapi)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests --ignore=tests/serving --ignore=tests/client $(PYTEST_ARGS)
 
 test-serving: $(VENV)/modelserver/.dev-installed ## development model server tests (.venv/modelserver)
@@ -224,8 +249,9 @@ test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests
 	PYTHONPATH="$(CURDIR)" ODSTACK_DOCKER_TESTS=1 $(VENV)/odapi/bin/python -m pytest tests/docker $(PYTEST_ARGS)
 	PYTHONPATH="$(CURDIR):$(CURDIR)/client" ODSTACK_DOCKER_TESTS=1 $(VENV)/client/bin/python -m pytest tests/client/test_compose.py $(PYTEST_ARGS)
 
-bench: $(VENV)/odapi/.dev-installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
+bench: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench --images 20000
+	PYTHONPATH="$(CURDIR)" $(VENV)/toco/bin/python -m bench.convert_bench
 
 lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile, `docker-compose config` over every compose file
 	$(VENV)/odapi/bin/hadolint dockerfiles/*.dockerfile

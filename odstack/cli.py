@@ -40,6 +40,30 @@ def _models(args: list[str]) -> None:
     stage.print_models()
 
 
+def _export(args: list[str]) -> None:
+    from odstack.export.saved_model import ExportSettings, export
+
+    export(settings.build(ExportSettings, "export", args))
+
+
+def _tflite(args: list[str]) -> None:
+    from odstack.export.tflite import TFLiteSettings, convert
+
+    convert(settings.build(TFLiteSettings, "tflite", args))
+
+
+def _parity(args: list[str]) -> None:
+    from odstack.export.parity import ParitySettings, run_parity
+
+    run_parity(settings.build(ParitySettings, "parity", args))
+
+
+def _tfjs(args: list[str]) -> None:
+    from odstack.export.tfjs import TfjsSettings, stage
+
+    stage(settings.build(TfjsSettings, "tfjs", args))
+
+
 def _synth(args: list[str]) -> None:
     from odstack.data.synthetic import SynthSettings, make_shapes
 
@@ -53,6 +77,10 @@ MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "train": (_train, "train a detector on the TFRecords (engine tfvision or odapi)"),
     "eval": (_eval, "COCO metrics of a run's checkpoint -> output/<run>/metrics.json"),
     "models": (_models, "list the models each engine can train"),
+    "export": (_export, "SavedModel (OD API signature) -> output/<run>/saved_model + output/serving/<model>/<version>"),
+    "tflite": (_tflite, "TFLite (float|fp16|dynamic|int8, Edge TPU) -> output/<run>/tflite/, then parity"),
+    "tfjs": (_tfjs, "TF.js graph model -> output/<run>/tfjs/ (+ signature.json), in the tfjs image"),
+    "parity": (_parity, "every exported format vs the SavedModel on the val images -> output/<run>/parity.json"),
     "synth": (_synth, "make a small synthetic shapes dataset (COCO JSON) for demos and tests"),
 }
 

@@ -1,0 +1,145 @@
+# odstack "toco" image: TFLite conversion (`make tflite`) and the parity check (`make parity`).
+# Same pinned requirements as RUNNER=local (dockerfiles/requirements/toco.txt): TensorFlow 2.20,
+# tf-models-official (the tfvision engine's TFLite export path), ai-edge-litert (TFLite inference), pycocotools.
+#
+# Build from the repository root:
+#   docker build --network host -f dockerfiles/toco.dockerfile -t odstack/toco:dev .
+# Without registry access (CI): ... --build-arg BASE_IMAGE=odstack/base:bookworm ...
+# Edge TPU: ... --build-arg EDGETPU=1 ... adds edgetpu_compiler from Coral's apt repository (x86_64 hosts
+# that reach it; off by default). Without it, `make tflite EDGETPU=1` fails with a clear message.
+# Behind an intercepting HTTPS proxy put its CA (or the host bundle) in dockerfiles/ca/*.crt.
+#
+# Run: docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/output:/workspace/output" -v "$PWD/input:/workspace/input" \
+#        odstack/toco:dev /opt/odstack/container_scripts/tflite.sh run=<run> quant=int8
+# No ENTRYPOINT on purpose: the command is the stage's entry script; the default CMD prints help.
+
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# ------------------------------------------------------------------------------ stage 1: node_modules
+# npm (and its ~400 Debian packages) only here; the final image gets node_modules and the nodejs runtime
+# (`make parity` runs the TF.js models in Node, beside TFLite and the SavedModel).
+FROM ${BASE_IMAGE} AS npm
+
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+
+# Debian's security updates replace exact versions (18.20.4+dfsg-1~deb12u3 ...): a version pin would stop
+# building; the JavaScript side is pinned by package-lock.json instead.
+# hadolint ignore=DL3008
+RUN apt-get update; \
+    apt-get install -y --no-install-recommends nodejs npm ca-certificates; \
+    rm -rf /var/lib/apt/lists/*
+
+COPY dockerfiles/ca/ /tmp/odstack-ca/
+COPY odstack/export/js/package.json odstack/export/js/package-lock.json /opt/odstack/odstack/export/js/
+WORKDIR /opt/odstack/odstack/export/js
+# Optional extra CA certificates (dockerfiles/ca/*.crt): appended to the base bundle, for npm in this step.
+# --ignore-scripts: nothing in the lock needs an install script (core-js' only prints a message).
+# Source maps (*.map, ~200 MB of the ~300 MB) are only for debugging in a browser: dropped.
+RUN n=0; \
+    for crt in /tmp/odstack-ca/*.crt; do \
+        [ -f "$crt" ] || continue; \
+        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
+            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
+        fi; \
+        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
+        n=$((n + 1)); \
+    done; \
+    if [ "$n" -gt 0 ]; then \
+        export NODE_EXTRA_CA_CERTS=/tmp/odstack-ca/bundle.pem; \
+        echo "npm: using $n extra CA file(s) from dockerfiles/ca/"; \
+    fi; \
+    npm ci --omit=dev --ignore-scripts --no-audit --no-fund --cache /tmp/npm-cache; \
+    test -d node_modules/@tensorflow/tfjs; \
+    find node_modules -name '*.map' -delete; \
+    rm -rf /tmp/odstack-ca /tmp/npm-cache
+
+# ------------------------------------------------------------------------------ stage 2: the image
+FROM ${BASE_IMAGE}
+
+SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
+
+# Node.js runtime only (no npm): runs odstack/export/js/run_tfjs.mjs.
+# hadolint ignore=DL3008
+RUN apt-get update; \
+    apt-get install -y --no-install-recommends nodejs; \
+    rm -rf /var/lib/apt/lists/*; \
+    node --version
+
+# HOME/MPLCONFIGDIR under /tmp: containers run as the host user (--user UID:GID) without a home.
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    HOME=/tmp \
+    MPLCONFIGDIR=/tmp/matplotlib \
+    TF_CPP_MIN_LOG_LEVEL=1 \
+    PYTHONPATH=/opt/odstack
+
+ARG PIP_VERSION=26.3
+
+# Optional Edge TPU compiler (Coral's apt repository; needs a host that reaches it). Before the pip
+# layer: it changes rarely. Off by default, so CI and offline hosts build without it. Not version-pinned:
+# Coral's repository keeps only its current edgetpu-compiler.
+ARG EDGETPU=0
+ARG CORAL_APT_URL=https://packages.cloud.google.com/apt
+COPY dockerfiles/ca/ /tmp/odstack-ca/
+# hadolint ignore=DL3008
+RUN if [ "${EDGETPU}" = "1" ]; then \
+        if ls /tmp/odstack-ca/*.crt >/dev/null 2>&1; then \
+            mkdir -p /usr/local/share/ca-certificates/odstack && cp /tmp/odstack-ca/*.crt /usr/local/share/ca-certificates/odstack/; \
+        fi; \
+        apt-get update; \
+        apt-get install -y --no-install-recommends ca-certificates curl gnupg; \
+        update-ca-certificates; \
+        curl -fsSL "${CORAL_APT_URL}/doc/apt-key.gpg" | gpg --dearmor -o /usr/share/keyrings/coral-edgetpu.gpg; \
+        echo "deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] ${CORAL_APT_URL} coral-edgetpu-stable main" \
+            > /etc/apt/sources.list.d/coral-edgetpu.list; \
+        apt-get update; \
+        apt-get install -y --no-install-recommends edgetpu-compiler; \
+        edgetpu_compiler --version; \
+        rm -rf /var/lib/apt/lists/* /usr/local/share/ca-certificates/odstack; \
+        update-ca-certificates --fresh >/dev/null; \
+    fi
+
+# Requirements before code: editing odstack/ must not reinstall TensorFlow.
+COPY dockerfiles/requirements/toco.txt /opt/odstack/requirements/toco.txt
+RUN n=0; \
+    for crt in /tmp/odstack-ca/*.crt; do \
+        [ -f "$crt" ] || continue; \
+        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
+            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
+        fi; \
+        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
+        n=$((n + 1)); \
+    done; \
+    if [ "$n" -gt 0 ]; then \
+        export PIP_CERT=/tmp/odstack-ca/bundle.pem; \
+        echo "pip: using $n extra CA file(s) from dockerfiles/ca/"; \
+    fi; \
+    python3 -m venv /opt/venv; \
+    pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    pip install --no-cache-dir -r /opt/odstack/requirements/toco.txt; \
+    python -c "import tensorflow as tf, ai_edge_litert.interpreter; print('tensorflow', tf.__version__)"; \
+    rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
+
+RUN mkdir -p /workspace/input /workspace/output && chmod 1777 /workspace /workspace/input /workspace/output
+
+COPY odstack/ /opt/odstack/odstack/
+COPY container_scripts/ /opt/odstack/container_scripts/
+COPY --from=npm /opt/odstack/odstack/export/js/node_modules/ /opt/odstack/odstack/export/js/node_modules/
+RUN chmod -R a+rX /opt/odstack && find /opt/odstack/container_scripts -name '*.sh' -exec chmod a+rx {} +
+
+WORKDIR /workspace
+
+ARG BASE_IMAGE
+ARG VERSION=dev
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="odstack-toco" \
+      org.opencontainers.image.description="odstack TFLite conversion + parity: TensorFlow 2.20 (CPU), Model Garden, ai-edge-litert" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.vendor="odstack" \
+      org.opencontainers.image.base.name="${BASE_IMAGE}"
+
+CMD ["python", "-m", "odstack", "--help"]

@@ -1,0 +1,139 @@
+"""The export stage: a trained run -> the formats it is deployed in, each proven equal to the original.
+
+    make export  -> output/<run>/saved_model/ (OD API signature) + output/serving/<model>/<version>/
+    make tflite  -> output/<run>/tflite/model_<quant>.tflite + labels.txt + model_info.json (toco image)
+    make parity  -> output/<run>/parity.json: every format vs the SavedModel on the val images
+
+One function per format (``export_<format>``), each wrapped in :func:`timed` (timed, logged with its
+path and size, failures logged with the stage prefix). ``FORMATS`` is the table of formats, where
+each lands, the image that makes it and the options it takes.
+
+The served contract (DESIGN.md) is the TF OD API's ``serving_default`` signature; every engine's
+export is adapted to it once, in ``saved_model.py``, so serving, the client and parity never care
+which engine trained the model.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+from odstack.errors import ConfigError, OdstackError
+from odstack.log import LOGGER
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: The OD API export signature (DESIGN.md): what ``make export`` guarantees and parity/serving rely on.
+SIGNATURE_KEY = "serving_default"
+INPUT_KEY = "input_tensor"
+OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+
+
+class ExportError(OdstackError):
+    """A format cannot be produced (or fails its checks) for a reason the user can act on."""
+
+
+@dataclass(frozen=True)
+class Format:
+    """One row of the format table."""
+
+    name: str
+    target: str       # where it lands, relative to the run directory (or the serving root)
+    image: str        # the image (and local venv) that makes it
+    options: str      # its settings (make variables)
+    notes: str
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in [
+    Format("saved_model", "output/<run>/saved_model/", "odapi", "RUN CHECKPOINT",
+           "OD API serving_default signature, whichever engine trained the run"),
+    Format("serving", "output/serving/<model>/<version>/", "odapi", "MODEL_NAME",
+           "the SavedModel published for TF Serving, label map in assets.extra/"),
+    Format("tflite", "output/<run>/tflite/model_<quant>.tflite", "toco", "QUANT EDGETPU CALIBRATION",
+           "float | fp16 | dynamic | int8; TFLite_Detection_PostProcess NMS; labels.txt beside"),
+    Format("parity", "output/<run>/parity.json", "toco", "RUN DATA",
+           "every format vs the SavedModel: box/score diff, AP50, latency, size"),
+]}
+
+
+def timed(stage: str) -> Callable[[F], F]:
+    """Decorator for one export function: logs start, duration, result path and size; logs failures.
+
+    The wrapped function returns the Path it wrote (file or directory).
+    """
+
+    def wrap(function: F) -> F:
+        @functools.wraps(function)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            started = time.monotonic()
+            LOGGER.info("%s: starting %s", stage, function.__name__)
+            try:
+                result = function(*args, **kwargs)
+            except OdstackError:
+                LOGGER.error("%s: %s failed after %.1f s", stage, function.__name__, time.monotonic() - started)
+                raise
+            except Exception as error:  # a bug or a TensorFlow failure: keep the traceback, say where it was
+                LOGGER.error("%s: %s failed after %.1f s: %s: %s", stage, function.__name__,
+                             time.monotonic() - started, type(error).__name__, error)
+                raise
+            seconds = time.monotonic() - started
+            if isinstance(result, Path) and result.exists():
+                LOGGER.info("%s: %s done in %.1f s -> %s (%s)", stage, function.__name__, seconds, result,
+                            human_size(path_size(result)))
+            else:
+                LOGGER.info("%s: %s done in %.1f s", stage, function.__name__, seconds)
+            return result
+
+        return run  # type: ignore[return-value]
+
+    return wrap
+
+
+def path_size(path: Path) -> int:
+    """Bytes of a file, or of every file under a directory."""
+    path = Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def human_size(size: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{size} B"
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write JSON atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def resolve_run(name: str):
+    """The RunDir for ``run=``: a name under output/ (auto: the only run there is, else the default model's
+    run), or a path to a run directory (anything with a '/' that holds a run.json)."""
+    from odstack.train.run import RunDir
+    from odstack.train.stage import _resolve_run
+
+    name = str(name)
+    if "/" in name and (Path(name) / "run.json").exists():
+        run = RunDir(Path(name))
+    else:
+        run = RunDir.named(_resolve_run(name))
+    run.info()  # raises a ConfigError naming the directory when the run does not exist
+    return run
+
+
+def check_name(value: str, key: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value or ""):
+        raise ConfigError(f"{key}={value!r}: use letters, digits, '.', '_' and '-' only")
+    return value

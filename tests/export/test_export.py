@@ -1,0 +1,240 @@
+"""`make export` on a real trained detector: the OD API signature exactly, boxes normalized and equal to
+Model Garden's own export, no CombinedNonMaxSuppression, the TF Serving layout with monotonically
+increasing versions published atomically, and refusal of checkpoints without trained weights."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from odstack.errors import ConfigError
+from odstack.export import INPUT_KEY, OUTPUT_KEYS, ExportError, saved_model
+from odstack.export.parity import load_val_images
+from odstack.train.run import RunDir
+
+from .conftest import IMAGE_SIZE
+
+
+def _graph_ops(path: Path) -> set[str]:
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((path / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta in proto.meta_graphs:
+        ops.update(n.op for n in meta.graph_def.node)
+        for function in meta.graph_def.library.function:
+            ops.update(n.op for n in function.node_def)
+    return ops
+
+
+def _images(run: RunDir, count: int = 6) -> list[np.ndarray]:
+    """Val images, plus non-square resizes of them (the export letterboxes those)."""
+    arrays = [v.array for v in load_val_images(run, limit=count)]
+    extra = [np.asarray(Image.fromarray(a).resize(size)) for a, size in zip(arrays, [(160, 96), (90, 140)])]
+    return arrays + extra
+
+
+def test_signature_is_exactly_the_od_api_contract(exported):
+    import tensorflow as tf
+
+    path = exported.result.saved_model
+    assert path == exported.run.path / "saved_model"
+    outputs = saved_model.check_signature(path, strict=True)
+    assert set(outputs) == set(OUTPUT_KEYS)
+    signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+    inputs = signature.structured_input_signature[1]
+    assert list(inputs) == [INPUT_KEY]
+    assert inputs[INPUT_KEY].dtype == tf.uint8 and inputs[INPUT_KEY].shape.as_list() == [1, None, None, 3]
+    shapes = {k: (v.dtype, v.shape.as_list()) for k, v in signature.structured_outputs.items()}
+    assert shapes == {"detection_boxes": (tf.float32, [1, 100, 4]), "detection_scores": (tf.float32, [1, 100]),
+                      "detection_classes": (tf.float32, [1, 100]), "num_detections": (tf.float32, [1])}
+    # the label map travels with the model
+    assert (path / "assets.extra" / "label_map.pbtxt").read_text() == exported.run.label_map.read_text()
+
+
+def test_boxes_are_normalized_and_equal_model_gardens_own_output(exported, tmp_path):
+    """Every detection of our export is one of Model Garden's own decoded boxes (its default export: pixel
+    boxes of the resized input, per-class scores), normalized to the image, with that box's best score and
+    class; the top-scoring box is always kept."""
+    import tensorflow as tf
+    from official.vision.serving import export_saved_model_lib
+
+    run = exported.run
+    record = json.loads((run.path / saved_model.EXPORT_JSON).read_text())
+    params = saved_model.tfvision_params(run, {"task": {"model": {"detection_generator": {"apply_nms": False}}}})
+    assert not params.task.export_config.output_normalized_coordinates  # Model Garden's default: pixels
+    export_saved_model_lib.export_inference_graph(
+        input_type="image_tensor", batch_size=1, input_image_size=[IMAGE_SIZE, IMAGE_SIZE], params=params,
+        checkpoint_path=record["checkpoint"], export_dir=str(tmp_path / "garden"))
+    garden = tf.saved_model.load(str(tmp_path / "garden")).signatures["serving_default"]
+    ours = tf.saved_model.load(str(exported.result.saved_model)).signatures["serving_default"]
+
+    compared = 0
+    for image in _images(run):
+        g = {k: v.numpy()[0] for k, v in garden(inputs=tf.constant(image[None])).items()}
+        o = {k: v.numpy()[0] for k, v in ours(input_tensor=tf.constant(image[None])).items()}
+        h, w = image.shape[:2]
+        # Model Garden clips pixel boxes to the scaled image, whose size is rounded: clip the normalized ones
+        boxes = np.clip(g["decoded_boxes"].reshape(-1, 4) / np.tile(g["image_info"][2], 2) / [h, w, h, w], 0, 1)
+        best, classes = g["decoded_box_scores"].max(-1), g["decoded_box_scores"].argmax(-1) + 1
+        n = int(o["num_detections"])
+        for box, score, cls in zip(o["detection_boxes"][:n], o["detection_scores"][:n], o["detection_classes"][:n]):
+            j = int(np.argmin(np.abs(boxes - box).max(-1) + np.abs(best - score)))
+            np.testing.assert_allclose(box, boxes[j], atol=1e-5)
+            assert abs(score - best[j]) < 1e-6 and cls == classes[j]
+        if best.max() >= record["nms"]["score_threshold"]:
+            assert n > 0 and abs(o["detection_scores"][0] - best.max()) < 1e-6
+        assert ((o["detection_boxes"][:n] >= 0) & (o["detection_boxes"][:n] <= 1)).all()
+        assert (o["detection_boxes"][:n, 2:] >= o["detection_boxes"][:n, :2]).all()  # ymin<=ymax, xmin<=xmax
+        assert (np.diff(o["detection_scores"][:n]) <= 0).all()  # highest first
+        assert (o["detection_scores"][:n] >= record["nms"]["score_threshold"]).all()
+        # padding rows as the OD API pads them
+        assert (o["detection_scores"][n:] == 0).all() and (o["detection_boxes"][n:] == 0).all()
+        assert (o["detection_classes"][n:] == 1.0).all()
+        compared += n
+    assert compared > 0, "the trained model detected nothing: the comparison would be empty"
+
+
+def test_nms_is_class_agnostic_nms_v5(exported):
+    """One detection per place: no two kept boxes overlap by more than the IoU threshold, whatever their class."""
+    import tensorflow as tf
+
+    from odstack.export.parity import iou
+
+    record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
+    ours = tf.saved_model.load(str(exported.result.saved_model)).signatures["serving_default"]
+    for image in _images(exported.run):
+        o = {k: v.numpy()[0] for k, v in ours(input_tensor=tf.constant(image[None])).items()}
+        boxes = o["detection_boxes"][:int(o["num_detections"])]
+        overlaps = iou(boxes, boxes) - np.eye(len(boxes))
+        assert (overlaps <= record["nms"]["iou_threshold"] + 1e-6).all()
+    assert "NonMaxSuppressionV5" in _graph_ops(exported.result.saved_model)
+
+
+def test_no_combined_nms_in_the_served_graph(exported):
+    ops = _graph_ops(exported.result.saved_model)
+    assert "CombinedNonMaxSuppression" not in ops
+    assert not any(op.startswith("BatchedNonMaxSuppression") for op in ops)
+
+
+def test_best_checkpoint_by_default_and_export_json(exported):
+    run = exported.run
+    best = run.metrics()["best"]
+    record = json.loads((run.path / saved_model.EXPORT_JSON).read_text())
+    assert Path(record["checkpoint"]).parent == run.best_dir
+    assert record["step"] == best["step"] == exported.result.step
+    assert record["metrics"]["AP50"] == best["AP50"]
+    assert record["image_size"] == [IMAGE_SIZE, IMAGE_SIZE]
+    assert record["serving"]["version"] == 1
+    print(f"\nexport: SavedModel + serving copy in {exported.seconds:.0f} s")
+
+
+def test_serving_layout(exported):
+    base = exported.serving_dir / exported.run.path.name
+    version = base / "1"
+    assert exported.result.serving == version
+    assert (version / "saved_model.pb").exists() and (version / "variables").is_dir()
+    assert (version / "assets.extra" / "label_map.pbtxt").read_text() == exported.run.label_map.read_text()
+    assert [p.name for p in base.iterdir()] == ["1"]  # no staging leftovers
+
+
+def test_versions_increase_and_skip_non_integer_dirs(exported, tmp_path):
+    source = exported.result.saved_model
+    root = tmp_path / "serving"
+    first = saved_model.export_serving(source, root, "m", exported.run.label_map)
+    second = saved_model.export_serving(source, root, "m", exported.run.label_map)
+    assert (first.name, second.name) == ("1", "2")
+    (root / "m" / "7").mkdir()               # a version published by hand
+    (root / "m" / ".tmp-9-1").mkdir()        # a staging dir of a crashed export: not a version
+    (root / "m" / "notes").mkdir()
+    assert saved_model.export_serving(source, root, "m", exported.run.label_map).name == "8"
+
+
+def test_publish_is_atomic(exported, tmp_path, monkeypatch):
+    source, root = exported.result.saved_model, tmp_path / "serving"
+    saved_model.export_serving(source, root, "m", exported.run.label_map)
+
+    # a failure while copying leaves no new version behind (and no half-written one visible to the server)
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(saved_model.shutil, "copyfile", broken)
+        with pytest.raises(OSError):
+            saved_model.export_serving(source, root, "m", exported.run.label_map)
+    assert sorted(p.name for p in (root / "m").iterdir() if p.name.isdigit()) == ["1"]
+
+    # another exporter takes version 2 between our listing and our rename: we publish as 3
+    real_rename = os.rename
+
+    def racing(src, dst):
+        if Path(dst).name == "2" and not Path(dst).exists():
+            shutil.copytree(source, dst)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(saved_model.os, "rename", racing)
+    published = saved_model.export_serving(source, root, "m", exported.run.label_map)
+    assert published.name == "3"
+    assert (published / "saved_model.pb").exists()
+    assert not [p for p in (root / "m").iterdir() if p.name.startswith(".tmp")]
+
+
+def _copy_run(run: RunDir, destination: Path) -> RunDir:
+    destination.mkdir(parents=True)
+    for name in ("run.json", "pipeline.yaml", "params.yaml", "label_map.pbtxt"):
+        shutil.copy2(run.path / name, destination / name)
+    return RunDir(destination)
+
+
+def test_refuses_a_run_without_checkpoint(exported, tmp_path):
+    empty = _copy_run(exported.run, tmp_path / "output" / "empty")
+    with pytest.raises(ConfigError, match="no checkpoint"):
+        saved_model.export(saved_model.ExportSettings(run=str(empty.path), serving_dir=tmp_path / "serving"))
+    assert not (empty.path / "saved_model").exists() and not (tmp_path / "serving").exists()
+
+
+@pytest.mark.parametrize("which", ["best", "latest"])
+def test_refuses_an_untrained_checkpoint(exported, tmp_path, which):
+    """A step-0 checkpoint (the OD API's initial save on a short run) is refused, whichever is asked for."""
+    import tensorflow as tf
+
+    untrained = _copy_run(exported.run, tmp_path / "output" / "untrained")
+    tf.train.Checkpoint(global_step=tf.Variable(0, dtype=tf.int64), weights=tf.Variable(tf.zeros([3, 3]))).write(
+        str(untrained.path / "ckpt-0"))
+    (untrained.path / "checkpoint").write_text('model_checkpoint_path: "ckpt-0"\n')
+    with pytest.raises(ExportError, match="no trained weights"):
+        saved_model.export(saved_model.ExportSettings(run=str(untrained.path), checkpoint=which,
+                                                      serving_dir=tmp_path / "serving"))
+    assert not (untrained.path / "saved_model").exists() and not (tmp_path / "serving").exists()
+
+
+def test_bad_settings_are_rejected_before_any_work(exported, tmp_path):
+    with pytest.raises(ConfigError, match="model_name"):
+        saved_model.export(saved_model.ExportSettings(run=str(exported.run.path), model_name="a b"))
+    with pytest.raises(ConfigError, match="checkpoint=nope"):
+        saved_model.export(saved_model.ExportSettings(run=str(exported.run.path), checkpoint="nope",
+                                                      serving_dir=tmp_path))
+    with pytest.raises(ConfigError, match="iou_threshold"):
+        saved_model.export(saved_model.ExportSettings(run=str(exported.run.path), iou_threshold=0))
+
+
+def test_odapi_runs_need_the_od_api(exported, tmp_path):
+    from odstack.train.engines import odapi
+
+    if odapi.available():
+        pytest.skip("the OD API is installed here: exporter_main_v2 is exercised by the odapi tests")
+    run = _copy_run(exported.run, tmp_path / "output" / "od")
+    info = json.loads(run.run_json.read_text())
+    run.run_json.write_text(json.dumps(dict(info, engine="odapi")))
+    (run.path / "pipeline.config").write_text("model {\n  ssd {\n  }\n}\n")
+    for file in exported.run.best_dir.iterdir():
+        shutil.copy2(file, run.path / file.name)
+    with pytest.raises(ConfigError, match="Object Detection API"):
+        saved_model.export(saved_model.ExportSettings(run=str(run.path), checkpoint="latest",
+                                                      serving_dir=tmp_path / "serving"))
