@@ -41,7 +41,7 @@ step "serve" m serve-bg MODEL_NAME="$MODEL_NAME" CLIENT_PORT="$CLIENT_PORT"
 
 # a held-out image: the first val image of the converted dataset
 held_out=$(python3 -c "import csv,sys; r=list(csv.DictReader(open('$DEMO/tf_records/tf_csv/val.csv'))); print('$SRC/'+r[0]['filename'])")
-step "detect (REST)" python3 client/predict.py "$held_out" --url "http://127.0.0.1:$CLIENT_PORT" \
+step "detect (REST)" python3 client/predict.py "$held_out" --url "http://127.0.0.1:$CLIENT_PORT" --threshold 0.3 \
     --jpeg "$DEMO/detections.jpg"
 
 ap50=$(python3 -c "import json; b=json.load(open('output/$RUN/metrics.json'))['best']; print(f\"{b['AP50']:.3f} (AP {b['AP']:.3f}, step {b['step']})\")")
