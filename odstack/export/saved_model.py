@@ -182,9 +182,9 @@ def select_checkpoint(run, which: str, engine: str) -> Path:
 
 
 def _latest_in(directory: Path) -> Path | None:
-    tf = import_tensorflow()
-    found = tf.train.latest_checkpoint(str(directory))
-    return Path(found) if found else None
+    from odstack.train.run import latest_checkpoint
+
+    return latest_checkpoint(directory)
 
 
 def require_trained(prefix: Path) -> int:

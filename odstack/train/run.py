@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from odstack import labelmap, tfrecord
+from odstack.train import pipeline_config
 from odstack.errors import ConfigError, DatasetError
 
 OUTPUT_DIR = Path("output")
@@ -215,6 +216,41 @@ class RunDir:
                                         f'all_model_checkpoint_paths: "{prefix.name}"\n')
         shutil.rmtree(destination, ignore_errors=True)
         os.replace(tmp, destination)
+
+
+# ------------------------------------------------------------------------------------- checkpoints
+# Found without TensorFlow (its import costs seconds and ~700 MiB): the engines, eval and export share these.
+
+def checkpoint_exists(prefix: Path) -> bool:
+    return Path(prefix).with_name(Path(prefix).name + ".index").exists()
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The prefix named by ``directory/checkpoint`` (TF's CheckpointState), if its .index exists."""
+    state = Path(directory) / "checkpoint"
+    if not state.exists():
+        return None
+    config = pipeline_config.TreeConfig.parse(state.read_text(encoding="utf-8"), str(state))
+    name = config.get("model_checkpoint_path")
+    if not name:
+        return None
+    prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name
+    return prefix if checkpoint_exists(prefix) else None
+
+
+def resolve_checkpoint(checkpoint: Path) -> Path:
+    """A checkpoint prefix from a prefix (ckpt-5), a directory (its latest) or a .index file."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.is_dir():
+        latest = latest_checkpoint(checkpoint)
+        if latest is None:
+            raise ConfigError("no checkpoint in this directory", where=str(checkpoint))
+        return latest
+    if checkpoint.suffix == ".index":
+        checkpoint = checkpoint.with_suffix("")
+    if not checkpoint_exists(checkpoint):
+        raise ConfigError("no such checkpoint (expected <prefix>.index and <prefix>.data-*)", where=str(checkpoint))
+    return checkpoint
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
 from odstack.train import engines
-from odstack.train.run import DEFAULT_MODELS, DatasetInfo, EvalSettings, RunDir, TrainSettings
+from odstack.train.run import DEFAULT_MODELS, DatasetInfo, EvalSettings, RunDir, TrainSettings, latest_checkpoint
 
 
 def train(settings: TrainSettings) -> RunDir:
@@ -87,12 +87,10 @@ def _checkpoint(run: RunDir, which: str) -> Path:
             raise ConfigError("this run has no best checkpoint yet", where=str(run.path), hint="train or evaluate first")
         return Path(best["checkpoint"])
     if which == "latest":
-        import tensorflow as tf
-
-        latest = tf.train.latest_checkpoint(str(run.path))
-        if not latest:
+        latest = latest_checkpoint(run.path)
+        if latest is None:
             raise ConfigError("no checkpoint in this run yet", where=str(run.path), hint="train first: `make train`")
-        return Path(latest)
+        return latest
     path = Path(which)
     if not Path(str(path) + ".index").exists():
         raise ConfigError(f"checkpoint {which} not found (expected {which}.index)")

@@ -38,7 +38,8 @@ import odstack
 from odstack.errors import ConfigError, OdstackError
 from odstack.log import LOGGER
 from odstack.train import pipeline_config, zoo
-from odstack.train.run import DEFAULT_MODELS, DatasetInfo, RunDir, TrainSettings
+from odstack.train.run import DEFAULT_MODELS, DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint
+from odstack.train.run import checkpoint_exists as _checkpoint_exists
 
 NAME = "odapi"
 STEPS_PER_LOOP = 100          # object_detection.model_lib_v2.NUM_STEPS_PER_ITERATION
@@ -198,34 +199,6 @@ def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict) -> di
 
 
 # =================================================================================== checkpoints
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The prefix named by ``directory/checkpoint`` (TF's CheckpointState), if its .index exists."""
-    state = Path(directory) / "checkpoint"
-    if not state.exists():
-        return None
-    config = pipeline_config.TreeConfig.parse(state.read_text(encoding="utf-8"), str(state))
-    name = config.get("model_checkpoint_path")
-    if not name:
-        return None
-    prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name
-    return prefix if _checkpoint_exists(prefix) else None
-
-
-def resolve_checkpoint(checkpoint: Path) -> Path:
-    """A checkpoint prefix from a prefix (ckpt-5), a directory (its latest) or a .index file."""
-    checkpoint = Path(checkpoint)
-    if checkpoint.is_dir():
-        latest = latest_checkpoint(checkpoint)
-        if latest is None:
-            raise ConfigError("no checkpoint in this directory", where=str(checkpoint))
-        return latest
-    if checkpoint.suffix == ".index":
-        checkpoint = checkpoint.with_suffix("")
-    if not _checkpoint_exists(checkpoint):
-        raise ConfigError("no such checkpoint (expected <prefix>.index and <prefix>.data-*)", where=str(checkpoint))
-    return checkpoint
-
-
 def checkpoint_step(prefix: Path) -> int:
     """The global step stored in a checkpoint (reads it with TensorFlow in a subprocess)."""
     result = subprocess.run([sys.executable, "-m", __name__, "step", str(prefix)], env=_environment(None),
@@ -233,10 +206,6 @@ def checkpoint_step(prefix: Path) -> int:
     if result.returncode != 0:
         raise OdstackError(f"cannot read the step of checkpoint {prefix}: {result.stderr.strip()[-500:]}")
     return int(result.stdout.strip().splitlines()[-1])
-
-
-def _checkpoint_exists(prefix: Path) -> bool:
-    return prefix.with_name(prefix.name + ".index").exists()
 
 
 # ======================================================================================= helpers
