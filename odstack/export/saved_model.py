@@ -10,17 +10,19 @@ the same model published for TF Serving as ``output/serving/<model>/<version>/``
 Engines:
 
 - ``tfvision`` (Model Garden): ``export_saved_model_lib.export_inference_graph`` with input type
-  ``image_tensor``, batch size 1, ``export_config.output_normalized_coordinates`` and
-  ``detection_generator.apply_nms=false`` (Model Garden's own preprocessing, backbone, head and box
-  decoding: boxes normalized to the original image, sigmoid scores without the background class), then
-  ONE adapter ``tf.Module`` (``ODAPISignature`` in :func:`adapt_to_od_api`) that gives the OD API
-  signature: input ``input_tensor``, one class per box (its best score), class-agnostic hard NMS with
+  ``image_tensor``, batch size 1 and ``detection_generator.apply_nms=false`` (Model Garden's own
+  preprocessing, backbone, head and box decoding: boxes in pixels of the scaled input, sigmoid scores
+  without the background class, ``image_info``), then ONE adapter ``tf.Module`` (``ODAPISignature`` in
+  :func:`adapt_to_od_api`) that gives the OD API signature: input ``input_tensor``, boxes normalized to
+  the input image, one class per box (its best score), class-agnostic hard NMS with
   ``NonMaxSuppressionV5``, outputs padded as the OD API pads them. Why NMS is the adapter's:
   TFLite's ``TFLite_Detection_PostProcess`` (fast NMS, the mobile default) is class-agnostic, and
   Model Garden's only class-agnostic NMS (``v2``) is a padded while-loop that costs ~27 ms of a 43 ms
   call at 128 px; its ``batched`` NMS is ``CombinedNonMaxSuppression``, which TF.js and TFLite
-  builtins lack (ENVIRONMENT.md). With the adapter, every format gives the same detections and the
-  served model takes ~15 ms.
+  builtins lack (ENVIRONMENT.md). Boxes are clipped to the image *after* NMS, as TFLite's
+  post-processing op does (it cannot clip before): Model Garden clips before NMS, which changes the
+  overlaps of boxes that cross the image edge and so which of them NMS keeps; with one rule in every
+  format, every format gives the same detections. The served model takes ~15 ms.
 - ``odapi`` (TF OD API): ``object_detection.exporter_main_v2 --input_type image_tensor`` in a
   subprocess; its signature *is* the contract (plus the OD API's extra raw outputs). NMS settings come
   from the run's pipeline.config. Without the OD API installed: a ConfigError saying how to get it.
@@ -266,10 +268,10 @@ def _export_tfvision(run, checkpoint: Path, nms: Nms, scratch: Path, staged: Pat
     tf = import_tensorflow()
     from official.vision.serving import export_saved_model_lib
 
-    # Model Garden up to the decoded boxes (normalized to the original image, clipped) and per-class scores
-    # (sigmoid, background removed); NMS is the adapter's (see module docstring).
+    # Model Garden up to the decoded boxes (pixels of the scaled input, not clipped) and per-class scores
+    # (sigmoid, background removed); normalizing, NMS and clipping are the adapter's (module docstring).
     params = tfvision_params(run, {"task": {
-        "export_config": {"output_normalized_coordinates": True},
+        "export_config": {"output_normalized_coordinates": False},
         "model": {"detection_generator": {"apply_nms": False}}}})
     size = [int(v) for v in params.task.model.input_size[:2]]
     garden = scratch / "model_garden"
@@ -278,8 +280,36 @@ def _export_tfvision(run, checkpoint: Path, nms: Nms, scratch: Path, staged: Pat
     with _chatter_to(run.path / CHATTER_FILE):
         export_saved_model_lib.export_inference_graph(
             input_type="image_tensor", batch_size=1, input_image_size=size, params=params,
-            checkpoint_path=str(checkpoint), export_dir=str(garden))
+            checkpoint_path=str(checkpoint), export_dir=str(garden),
+            export_module=_unclipped_detection_module(params, size))
     adapt_to_od_api(garden, staged, nms, tf)
+
+
+def _unclipped_detection_module(params, size: list[int]):
+    """Model Garden's serving module whose box decoder leaves boxes unclipped (the adapter clips after NMS)."""
+    import tf_keras
+    from official.vision.serving import detection
+
+    class ClipAfterNms(tf_keras.layers.Layer):
+        """Model Garden's detection generator called without the image shape, its only use being to clip."""
+
+        def __init__(self, generator):
+            super().__init__(name="clip_after_nms")
+            self.generator = generator
+
+        def __call__(self, raw_boxes, raw_scores, anchor_boxes, image_shape, raw_attributes=None):
+            return self.generator(raw_boxes, raw_scores, anchor_boxes, None, raw_attributes)
+
+        def get_config(self):
+            return self.generator.get_config()
+
+    class UnclippedDetectionModule(detection.DetectionModule):
+        def _build_model(self):
+            model = super()._build_model()
+            model._detection_generator = ClipAfterNms(model.detection_generator)  # no public setter
+            return model
+
+    return UnclippedDetectionModule(params=params, batch_size=1, input_image_size=size, input_type="image_tensor")
 
 
 def adapt_to_od_api(garden_dir: Path, destination: Path, nms: Nms, tf=None) -> Path:
@@ -298,7 +328,11 @@ def adapt_to_od_api(garden_dir: Path, destination: Path, nms: Nms, tf=None) -> P
         @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name=INPUT_KEY)])
         def serve(self, input_tensor):
             out = self._serve(**{self._input: input_tensor})
+            # image_info rows: original (h, w), scaled (h, w), scale (y, x), offset: pixels of the scaled
+            # input -> normalized to the original image, as Model Garden normalizes, but not yet clipped
+            info = tf.cast(out["image_info"], tf.float32)[0]
             boxes = tf.reshape(tf.cast(out["decoded_boxes"], tf.float32), [-1, 4])
+            boxes = boxes / tf.tile(info[2], [2]) / tf.tile(info[0], [2])
             scores = tf.cast(out["decoded_box_scores"], tf.float32)[0]           # [anchors, classes]
             best = tf.reduce_max(scores, axis=-1)                                 # one class per box, as
             classes = tf.cast(tf.argmax(scores, axis=-1), tf.float32) + 1.0      # TFLite's fast NMS does
@@ -308,7 +342,8 @@ def adapt_to_od_api(garden_dir: Path, destination: Path, nms: Nms, tf=None) -> P
             count = tf.shape(keep)[0]
             pad, rows = nms.max_detections - count, nms.max_detections
             return {  # static shapes [1, N, ...], as the OD API's export has them
-                "detection_boxes": tf.reshape(tf.pad(tf.gather(boxes, keep), [[0, pad], [0, 0]]), [1, rows, 4]),
+                "detection_boxes": tf.reshape(tf.pad(tf.clip_by_value(tf.gather(boxes, keep), 0.0, 1.0),
+                                                     [[0, pad], [0, 0]]), [1, rows, 4]),
                 "detection_scores": tf.reshape(tf.pad(kept, [[0, pad]]), [1, rows]),
                 "detection_classes": tf.reshape(tf.pad(tf.gather(classes, keep), [[0, pad]], constant_values=1.0),
                                                 [1, rows]),

@@ -58,36 +58,68 @@ def test_signature_is_exactly_the_od_api_contract(exported):
     assert (path / "assets.extra" / "label_map.pbtxt").read_text() == exported.run.label_map.read_text()
 
 
-def test_boxes_are_normalized_and_equal_model_gardens_own_output(exported, tmp_path):
-    """Every detection of our export is one of Model Garden's own decoded boxes (its default export: pixel
-    boxes of the resized input, per-class scores), normalized to the image, with that box's best score and
-    class; the top-scoring box is always kept."""
+@pytest.fixture(scope="module")
+def garden(exported, tmp_path_factory):
+    """Model Garden's own export of the same checkpoint, as a function image -> (normalized boxes, best score,
+    class) per anchor: its default (pixel boxes of the resized input clipped to it, per-class scores) with
+    ``clipped=True``, else through odstack's module that leaves boxes unclipped for the adapter's NMS."""
     import tensorflow as tf
     from official.vision.serving import export_saved_model_lib
 
-    run = exported.run
-    record = json.loads((run.path / saved_model.EXPORT_JSON).read_text())
-    params = saved_model.tfvision_params(run, {"task": {"model": {"detection_generator": {"apply_nms": False}}}})
+    record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
+    params = saved_model.tfvision_params(exported.run, {"task": {"model": {"detection_generator": {
+        "apply_nms": False}}}})
     assert not params.task.export_config.output_normalized_coordinates  # Model Garden's default: pixels
-    export_saved_model_lib.export_inference_graph(
-        input_type="image_tensor", batch_size=1, input_image_size=[IMAGE_SIZE, IMAGE_SIZE], params=params,
-        checkpoint_path=record["checkpoint"], export_dir=str(tmp_path / "garden"))
-    garden = tf.saved_model.load(str(tmp_path / "garden")).signatures["serving_default"]
-    ours = tf.saved_model.load(str(exported.result.saved_model)).signatures["serving_default"]
+    signatures = {}
+    for clipped in (True, False):
+        directory = tmp_path_factory.mktemp("garden")
+        module = None if clipped else saved_model._unclipped_detection_module(params, [IMAGE_SIZE, IMAGE_SIZE])
+        export_saved_model_lib.export_inference_graph(
+            input_type="image_tensor", batch_size=1, input_image_size=[IMAGE_SIZE, IMAGE_SIZE], params=params,
+            checkpoint_path=record["checkpoint"], export_dir=str(directory), export_module=module)
+        signatures[clipped] = tf.saved_model.load(str(directory)).signatures["serving_default"]
 
-    compared = 0
-    for image in _images(run):
-        g = {k: v.numpy()[0] for k, v in garden(inputs=tf.constant(image[None])).items()}
-        o = {k: v.numpy()[0] for k, v in ours(input_tensor=tf.constant(image[None])).items()}
+    def run(image: np.ndarray, clipped: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        g = {k: v.numpy()[0] for k, v in signatures[clipped](inputs=tf.constant(image[None])).items()}
         h, w = image.shape[:2]
-        # Model Garden clips pixel boxes to the scaled image, whose size is rounded: clip the normalized ones
-        boxes = np.clip(g["decoded_boxes"].reshape(-1, 4) / np.tile(g["image_info"][2], 2) / [h, w, h, w], 0, 1)
-        best, classes = g["decoded_box_scores"].max(-1), g["decoded_box_scores"].argmax(-1) + 1
+        boxes = g["decoded_boxes"].reshape(-1, 4) / np.tile(g["image_info"][2], 2) / [h, w, h, w]
+        return boxes, g["decoded_box_scores"].max(-1), g["decoded_box_scores"].argmax(-1) + 1
+
+    return run
+
+
+def _served(exported, image: np.ndarray) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    ours = tf.saved_model.load(str(exported.result.saved_model)).signatures["serving_default"]
+    return {k: v.numpy()[0] for k, v in ours(input_tensor=tf.constant(image[None])).items()}
+
+
+def _source_rows(o: dict[str, np.ndarray], boxes: np.ndarray, best: np.ndarray) -> list[int]:
+    """For each served detection, the Model Garden row it came from (same box once clipped, same score)."""
+    clipped = np.clip(boxes, 0, 1)
+    n = int(o["num_detections"])
+    return [int(np.argmin(np.abs(clipped - box).max(-1) + np.abs(best - score)))
+            for box, score in zip(o["detection_boxes"][:n], o["detection_scores"][:n])]
+
+
+def test_boxes_are_normalized_and_equal_model_gardens_own_output(exported, garden):
+    """Every detection of our export is one of Model Garden's own decoded boxes, normalized to the image and
+    clipped to it, with that box's best score and class; the top-scoring box is always kept. Leaving boxes
+    unclipped until after NMS changes nothing else: clipped, they are Model Garden's default output."""
+    record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
+    compared = 0
+    for image in _images(exported.run):
+        boxes, best, classes = garden(image, clipped=True)
+        unclipped, unclipped_best, _ = garden(image, clipped=False)
+        np.testing.assert_allclose(np.clip(unclipped, 0, 1), np.clip(boxes, 0, 1), atol=1e-5)
+        np.testing.assert_allclose(unclipped_best, best, atol=1e-6)
+        assert (unclipped < -1e-3).any() or (unclipped > 1 + 1e-3).any()  # some boxes do cross the edge
+        o = _served(exported, image)
         n = int(o["num_detections"])
-        for box, score, cls in zip(o["detection_boxes"][:n], o["detection_scores"][:n], o["detection_classes"][:n]):
-            j = int(np.argmin(np.abs(boxes - box).max(-1) + np.abs(best - score)))
-            np.testing.assert_allclose(box, boxes[j], atol=1e-5)
-            assert abs(score - best[j]) < 1e-6 and cls == classes[j]
+        for k, j in enumerate(_source_rows(o, boxes, best)):
+            np.testing.assert_allclose(o["detection_boxes"][k], np.clip(boxes[j], 0, 1), atol=1e-5)
+            assert abs(o["detection_scores"][k] - best[j]) < 1e-6 and o["detection_classes"][k] == classes[j]
         if best.max() >= record["nms"]["score_threshold"]:
             assert n > 0 and abs(o["detection_scores"][0] - best.max()) < 1e-6
         assert ((o["detection_boxes"][:n] >= 0) & (o["detection_boxes"][:n] <= 1)).all()
@@ -101,20 +133,45 @@ def test_boxes_are_normalized_and_equal_model_gardens_own_output(exported, tmp_p
     assert compared > 0, "the trained model detected nothing: the comparison would be empty"
 
 
-def test_nms_is_class_agnostic_nms_v5(exported):
-    """One detection per place: no two kept boxes overlap by more than the IoU threshold, whatever their class."""
-    import tensorflow as tf
-
+def test_nms_is_class_agnostic_nms_v5_on_unclipped_boxes(exported, garden):
+    """One detection per place: no two kept boxes overlap by more than the IoU threshold, whatever their
+    class, measured before clipping (TFLite's post-processing op cannot clip first; parity needs one rule)."""
     from odstack.export.parity import iou
 
     record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
-    ours = tf.saved_model.load(str(exported.result.saved_model)).signatures["serving_default"]
     for image in _images(exported.run):
-        o = {k: v.numpy()[0] for k, v in ours(input_tensor=tf.constant(image[None])).items()}
-        boxes = o["detection_boxes"][:int(o["num_detections"])]
-        overlaps = iou(boxes, boxes) - np.eye(len(boxes))
+        boxes, best, _ = garden(image, clipped=False)
+        kept = boxes[_source_rows(_served(exported, image), boxes, best)]
+        overlaps = iou(kept, kept) - np.eye(len(kept))
         assert (overlaps <= record["nms"]["iou_threshold"] + 1e-6).all()
     assert "NonMaxSuppressionV5" in _graph_ops(exported.result.saved_model)
+
+
+def test_adapter_clips_after_nms(tmp_path):
+    """Two boxes that cross the image edge overlap by 0.33 as predicted but are the same box once clipped: both are
+    kept, as TFLite_Detection_PostProcess keeps them, and come out clipped. The Model Garden side is a
+    hand-made module with its decoded-detections signature (the adapter's input), not a detector."""
+    import tensorflow as tf
+
+    class Garden(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="inputs")])
+        def serve(self, inputs):
+            # pixels of the scaled input: the image is 100 x 200, scaled by 0.5 to 50 x 100
+            boxes = tf.constant([[[10.0, -70.0, 40.0, 20.0], [10.0, -10.0, 40.0, 20.0]]])
+            scores = tf.constant([[[0.9, 0.1], [0.1, 0.8]]])
+            info = tf.constant([[[100.0, 200.0], [50.0, 100.0], [0.5, 0.5], [0.0, 0.0]]])
+            return {"decoded_boxes": boxes, "decoded_box_scores": scores, "image_info": info}
+
+    module = Garden()
+    tf.saved_model.save(module, str(tmp_path / "garden"), signatures=module.serve.get_concrete_function())
+    nms = saved_model.Nms(max_detections=5, score_threshold=0.05, iou_threshold=0.5)
+    saved_model.adapt_to_od_api(tmp_path / "garden", tmp_path / "adapted", nms, tf)
+    served = tf.saved_model.load(str(tmp_path / "adapted")).signatures["serving_default"]
+    o = {k: v.numpy()[0] for k, v in served(input_tensor=tf.zeros([1, 100, 200, 3], tf.uint8)).items()}
+    assert int(o["num_detections"]) == 2
+    np.testing.assert_allclose(o["detection_boxes"][:2], [[0.2, 0.0, 0.8, 0.2], [0.2, 0.0, 0.8, 0.2]], atol=1e-6)
+    np.testing.assert_allclose(o["detection_scores"][:2], [0.9, 0.8], atol=1e-6)
+    assert o["detection_classes"][:2].tolist() == [1.0, 2.0]
 
 
 def test_no_combined_nms_in_the_served_graph(exported):
