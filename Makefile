@@ -31,7 +31,7 @@ BATCH ?=                 ## train: batch size (default: the model's)
 IMAGE_SIZE ?=            ## train: input size in pixels, tfvision (default 320)
 GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto)
 CHECKPOINT ?=            ## eval: latest | best | a path (default latest); export: the same (default best)
-TF ?= 2                  ## train: 1 = the TF1.15 OD API image (odapi-tf1) for TF1 zoo configs
+TF ?= 2                  ## train/export: 1 = the TF1.15 OD API image (odapi-tf1) for TF1 zoo configs
 TB_PORT ?= 6006          ## tensorboard: port on 127.0.0.1
 QUANT ?=                 ## tflite: float | fp16 | dynamic | int8 | all, or a comma list (default float); tfjs: none | float16 | uint8
 EDGETPU ?=               ## tflite: 1 = compile int8 for Coral (toco image built with EDGETPU=1)
@@ -141,7 +141,8 @@ demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/
 train: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
 ifeq ($(TF),1)
 	@test -n "$(CONFIG)" -a -n "$(RUN)" || { echo "train TF=1: set CONFIG=<TF1 pipeline.config> and RUN=<name> (docker only)"; exit 2; }
-	$(call run_stage,odapi-tf1,train_tf1.sh,$(CONFIG) output/$(RUN) $(or $(STEPS),1000),$(docker_gpus))
+	@mkdir -p output/$(RUN) && { [ "$(CONFIG)" -ef output/$(RUN)/pipeline.config ] || cp "$(CONFIG)" output/$(RUN)/pipeline.config; }
+	$(call run_stage,odapi-tf1,train_tf1.sh,output/$(RUN)/pipeline.config output/$(RUN) $(or $(STEPS),1000),$(docker_gpus))
 else
 	$(call run_stage,odapi,train.sh,$(train_args),$(docker_gpus))
 endif
@@ -155,8 +156,14 @@ models: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## list the tra
 tensorboard: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
 	$(call run_stage,odapi,tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
 
-export: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## SavedModel with the OD API signature + the next TF Serving version in output/serving/MODEL_NAME
+export: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## SavedModel with the OD API signature + the next TF Serving version in output/serving/MODEL_NAME (TF=1 RUN=…: a TF1 run)
+ifeq ($(TF),1)
+	@test -n "$(RUN)" -a "$(RUNNER)" = docker || { echo "export TF=1: set RUN=<name> (the run make train TF=1 wrote); docker only"; exit 2; }
+	$(call run_stage,odapi-tf1,export_tf1.sh,output/$(RUN))
+	$(call run_stage,odapi,export.sh,$(export_args) tf1=true)
+else
 	$(call run_stage,odapi,export.sh,$(export_args))
+endif
 
 tflite: $(if $(filter local,$(RUNNER)),$(VENV)/toco/.installed) ## TFLite (QUANT, EDGETPU) in the toco image, then parity
 	$(call run_stage,toco,tflite.sh,$(tflite_args))

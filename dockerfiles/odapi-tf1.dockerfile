@@ -1,7 +1,7 @@
 # odstack "odapi-tf1" image: the TF Object Detection API on TensorFlow 1.15 (GPU), for TF1 zoo configs
 # and the TF1-only tools: model_main.py (train + eval), export_inference_graph.py (SavedModel /
 # frozen graph) and export_tflite_ssd_graph.py (the TFLite SSD path, e.g. ssd_mobilenet_v2_quantized
-# for the Coral Edge TPU). `make train TF=1` runs it; the pipeline.config it trains is rendered by
+# for the Coral Edge TPU). `make train TF=1` and `make export TF=1` run it; the pipeline.config it trains is rendered by
 # odstack (odstack.train.pipeline_config works without the OD API, so it needs no Python 3.11 here).
 #
 # Build from the repository root:
@@ -60,6 +60,10 @@ RUN set -- /tmp/odstack-ca/*.crt; \
         "tf-slim==1.1.0" "Cython<3" pycocotools contextlib2 lxml pillow matplotlib pandas scipy six; \
     PYTHON=python3 ODAPI_TF=1 bash /opt/odstack/scripts/odapi/install_odapi.sh; \
     rm -rf /tmp/odstack-ca /tmp/constraints.txt /tmp/.keras /tmp/matplotlib
+
+# The TF1 container scripts `make train TF=1` / `make export TF=1` run (bash only: no odstack code here)
+COPY container_scripts/train_tf1.sh container_scripts/export_tf1.sh /opt/odstack/container_scripts/
+RUN chmod a+rx /opt/odstack/container_scripts/*.sh
 
 # Writable by any uid when input/ and output/ are not mounted (containers run as the host user).
 RUN mkdir -p /workspace/input /workspace/output && chmod 1777 /workspace /workspace/input /workspace/output

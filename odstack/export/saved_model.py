@@ -68,6 +68,7 @@ class ExportSettings:
     model_name: str = "auto"
     serving_dir: Path = Path("output/serving")
     publish: bool = True
+    tf1: bool = False
     max_detections: int = 100
     score_threshold: float = 0.05
     iou_threshold: float = 0.5
@@ -104,6 +105,10 @@ class ExportResult:
 
 def export(settings: ExportSettings) -> ExportResult:
     """`make export`: SavedModel (+ the serving copy unless ``publish=false``) of one run."""
+    if settings.tf1:  # a TF1.15 OD API run, exported by export_tf1.sh in the odapi-tf1 image first
+        from odstack.export import tf1
+
+        return tf1.export(settings)
     run = resolve_run(settings.run)
     info = run.info()
     engine = info["engine"]
