@@ -52,6 +52,7 @@ from odstack.errors import ConfigError
 from odstack.export import (INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, ExportError, check_name, resolve_run, timed,
                             write_json)
 from odstack.log import LOGGER
+from odstack.train.run import select_checkpoint
 
 EXPORT_JSON = "export.json"
 SAVED_MODEL_DIR = "saved_model"
@@ -115,7 +116,7 @@ def export(settings: ExportSettings) -> ExportResult:
     model_name = check_name(run.path.name if settings.model_name == "auto" else settings.model_name, "model_name")
     nms = Nms(settings.max_detections, settings.score_threshold, settings.iou_threshold).check()
     tf = import_tensorflow()
-    checkpoint = select_checkpoint(run, settings.checkpoint, engine)
+    checkpoint = select_checkpoint(run, settings.checkpoint, latest_if_no_best=True)
     step = require_trained(checkpoint)
     LOGGER.info("%s: run %s (engine %s, model %s), checkpoint %s (step %d)", _PREFIX, run.path, engine,
                 info.get("model"), checkpoint, step)
@@ -150,49 +151,6 @@ def import_tensorflow():
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-
-def select_checkpoint(run, which: str, engine: str) -> Path:
-    """The checkpoint prefix for ``checkpoint=best|latest|<path>``.
-
-    best: the run's best/ (highest AP); a run never evaluated has none, then the latest is used (with a
-    warning). Raises a ConfigError when the run has no checkpoint at all.
-    """
-    if which == "best":
-        best = run.metrics().get("best")
-        if best and Path(str(best["checkpoint"]) + ".index").exists():
-            return Path(best["checkpoint"])
-        latest = _latest_in(run.path)
-        if latest is None:
-            raise ConfigError("this run has no checkpoint to export", where=str(run.path),
-                              hint=f"train it first: make train RUN={run.path.name}")
-        LOGGER.warning("%s: run %s has no evaluated best checkpoint; exporting the latest, %s", _PREFIX,
-                       run.path, latest)
-        return latest
-    if which == "latest":
-        latest = _latest_in(run.path)
-        if latest is None:
-            raise ConfigError("this run has no checkpoint to export", where=str(run.path),
-                              hint=f"train it first: make train RUN={run.path.name}")
-        return latest
-    path = Path(which)
-    if path.is_dir():
-        found = _latest_in(path)
-        if found is None:
-            raise ConfigError("no checkpoint in this directory", where=str(path))
-        return found
-    if path.suffix == ".index":
-        path = path.with_suffix("")
-    if not Path(str(path) + ".index").exists():
-        raise ConfigError(f"checkpoint={which}: no such checkpoint (expected {which}.index)",
-                          hint="pass best, latest or a checkpoint prefix such as output/<run>/ckpt-400")
-    return path
-
-
-def _latest_in(directory: Path) -> Path | None:
-    from odstack.train.run import latest_checkpoint
-
-    return latest_checkpoint(directory)
-
 
 def require_trained(prefix: Path) -> int:
     """The checkpoint's global step; an ExportError if it holds no trained weights."""

@@ -25,6 +25,7 @@ from typing import Any
 from odstack import labelmap, tfrecord
 from odstack.train import pipeline_config
 from odstack.errors import ConfigError, DatasetError
+from odstack.log import LOGGER
 
 OUTPUT_DIR = Path("output")
 DEFAULT_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
@@ -236,6 +237,35 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name
     return prefix if checkpoint_exists(prefix) else None
+
+
+def select_checkpoint(run: "RunDir", which: str, *, latest_if_no_best: bool = False) -> Path:
+    """The checkpoint prefix for ``checkpoint=best|latest|<prefix, directory or .index>`` (eval and export).
+
+    best: the run's evaluated best; a run never evaluated has none: an error, or with ``latest_if_no_best``
+    (export) its latest checkpoint with a warning.
+    """
+    if which == "best":
+        best = run.metrics().get("best")
+        if best and checkpoint_exists(Path(best["checkpoint"])):
+            return Path(best["checkpoint"])
+        if not latest_if_no_best:
+            raise ConfigError("this run has no evaluated best checkpoint yet", where=str(run.path),
+                              hint="train or evaluate it first, or pass checkpoint=latest")
+        which = "latest"
+        if latest_checkpoint(run.path) is not None:
+            LOGGER.warning("run %s has no evaluated best checkpoint; using the latest", run.path)
+    if which == "latest":
+        latest = latest_checkpoint(run.path)
+        if latest is None:
+            raise ConfigError("this run has no checkpoint yet", where=str(run.path),
+                              hint=f"train it first: make train RUN={run.path.name}")
+        return latest
+    try:
+        return resolve_checkpoint(Path(which))
+    except ConfigError as error:
+        raise ConfigError(f"checkpoint={which}: {error.message}",
+                          hint="pass best, latest or a checkpoint prefix such as output/<run>/ckpt-400") from None
 
 
 def resolve_checkpoint(checkpoint: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
 from odstack.train import engines
-from odstack.train.run import DEFAULT_MODELS, DatasetInfo, EvalSettings, RunDir, TrainSettings, latest_checkpoint
+from odstack.train.run import DEFAULT_MODELS, DatasetInfo, EvalSettings, RunDir, TrainSettings, select_checkpoint
 
 
 def train(settings: TrainSettings) -> RunDir:
@@ -38,7 +38,7 @@ def evaluate(settings: EvalSettings) -> dict:
     if not data.val_shards:
         raise ConfigError("the dataset has no val shards to evaluate on", where=str(data.directory),
                           hint="re-run `make data` with VAL_FRACTION > 0")
-    checkpoint = _checkpoint(run, settings.checkpoint)
+    checkpoint = select_checkpoint(run, settings.checkpoint)
     values = engine.evaluate(run, checkpoint, data)
     step = int(values.pop("step", _step_of(checkpoint)))
     if settings.checkpoint != "best":
@@ -78,23 +78,6 @@ def _resolve_run(name: str) -> str:
     if default in runs or not runs:
         return default
     raise ConfigError(f"several runs in output/: {', '.join(runs)}", hint="choose one with RUN=<name>")
-
-
-def _checkpoint(run: RunDir, which: str) -> Path:
-    if which == "best":
-        best = run.metrics().get("best")
-        if not best:
-            raise ConfigError("this run has no best checkpoint yet", where=str(run.path), hint="train or evaluate first")
-        return Path(best["checkpoint"])
-    if which == "latest":
-        latest = latest_checkpoint(run.path)
-        if latest is None:
-            raise ConfigError("no checkpoint in this run yet", where=str(run.path), hint="train first: `make train`")
-        return latest
-    path = Path(which)
-    if not Path(str(path) + ".index").exists():
-        raise ConfigError(f"checkpoint {which} not found (expected {which}.index)")
-    return path
 
 
 def _step_of(checkpoint: Path) -> int:

@@ -205,8 +205,8 @@ def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, serve
     assert requests == [f"/{MODEL.archive}"]
     config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
     assert config.get("train_config.num_steps") == 500
-    assert config.get(f"train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
-                      f".total_steps") == 500
+    assert config.get("train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
+                      ".total_steps") == 500
     assert [h["step"] for h in json.loads(run.metrics_json.read_text())["history"]] == [100, 200, 300, 400, 500]
 
     fake.commands.clear()                                                # nothing left to do

@@ -39,7 +39,7 @@ import yaml
 
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
-from odstack.train.run import DatasetInfo, RunDir, TrainSettings
+from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
 NAME = "tfvision"
 BASE_EXPERIMENT = "retinanet_resnetfpn_coco"
@@ -497,15 +497,7 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
     tf = _import_tensorflow()
     from official.core import task_factory, train_utils
 
-    prefix = Path(checkpoint)
-    if prefix.is_dir():
-        found = tf.train.latest_checkpoint(str(prefix))
-        if found is None:
-            raise ConfigError("no checkpoint in this directory", where=str(prefix), hint="train first")
-        prefix = Path(found)
-    elif not Path(str(prefix) + ".index").exists():
-        raise ConfigError("no such checkpoint (expected <prefix>.index)", where=str(prefix),
-                          hint=f"pass a checkpoint of {run.path}, e.g. {run.path / 'ckpt-N'} or {run.best_dir}")
+    prefix = resolve_checkpoint(Path(checkpoint))
     strategy, _ = _strategy("auto")
     params = load_params(run.path / PIPELINE_FILE,
                          {"task": {"validation_data": {"input_path": data.val_pattern}}})
