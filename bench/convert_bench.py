@@ -30,11 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.report import cpu_model, update_section
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_JSON = REPO / "bench" / "results" / "convert.json"
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
-MARK_START = "<!-- convert-bench:start -->"
-MARK_END = "<!-- convert-bench:end -->"
+DOCS_MARK = "convert-bench"
 SECTION_TITLE = "## Conversion"
 FORMATS = ("saved_model", "tflite_float", "tflite_int8")
 GOAL_SPEEDUP = 2.0
@@ -131,15 +132,7 @@ def measure(run, images: int, repeat: int, threads: int) -> dict[str, Any]:
 def _machine() -> dict[str, Any]:
     import tensorflow as tf
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+    return {"cpu": cpu_model(), "cores": len(os.sched_getaffinity(0)), "python": platform.python_version(),
             "tensorflow": tf.__version__, "load_average": os.getloadavg()[0]}
 
 
@@ -178,15 +171,7 @@ def render(result: dict[str, Any]) -> str:
 
 
 def update_docs(path: Path, section: str) -> None:
-    """Replace the text between the convert-bench markers (adding the section at the end if missing)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        text = head + block + rest.split(MARK_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION_TITLE}\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    update_section(path, DOCS_MARK, SECTION_TITLE, section)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -41,7 +41,6 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
@@ -53,16 +52,17 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
+from bench.report import cpu_model, package_versions, update_section  # noqa: E402
 from odclient.tfserving import OUTPUT_KEYS, make_tensor  # noqa: E402
-from tests.client.support import Gunicorn, multipart, request  # noqa: E402
+from tests.client.support import Gunicorn, multipart  # noqa: E402
 from tests.serving.model_factory import (ModelServerProcess, add_version, build_detector_saved_model,  # noqa: E402
                                          make_image)
 
 DEFAULT_JSON = REPO / "bench" / "results" / "serving.json"
 DEFAULT_SOAK_JSON = REPO / "bench" / "results" / "serving_soak.json"
 DEFAULT_DOCS = REPO / "docs" / "benchmarks.md"
-MARK_START = "<!-- serving-bench:start -->"
-MARK_END = "<!-- serving-bench:end -->"
+DOCS_MARK = "serving-bench"
+MARK_START = f"<!-- {DOCS_MARK}:start -->"  # bench.report.update_section's markers
 SECTION_TITLE = "## Serving"
 GOAL_P50_OVERHEAD = 0.10
 GOAL_THROUGHPUT = 0.9
@@ -183,15 +183,8 @@ def rss_kib(pids: list[int]) -> int:
 
 
 def machine_info() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    versions = {}
-    for package in ("grpcio", "protobuf", "flask", "gunicorn", "numpy", "pillow"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            pass
-    return {"cores": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "versions": versions,
+    return {"cores": os.cpu_count(), "cpu": cpu_model(), "python": platform.python_version(),
+            "versions": package_versions("grpcio", "protobuf", "flask", "gunicorn", "numpy", "pillow"),
             "loadavg_before": round(os.getloadavg()[0], 2)}
 
 
@@ -375,16 +368,7 @@ def render_section(results: dict[str, Any], soak: dict[str, Any] | None) -> str:
 
 
 def update_docs(path: Path, section: str) -> None:
-    """Replace the text between the serving-bench markers (adding the section at the end if missing)."""
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{MARK_START}\n{section}\n{MARK_END}"
-    if MARK_START in text and MARK_END in text:
-        head, rest = text.split(MARK_START, 1)
-        tail = rest.split(MARK_END, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION_TITLE}\n\n{block}\n"
-    path.write_text(text, encoding="utf-8")
+    update_section(path, DOCS_MARK, SECTION_TITLE, section)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
