@@ -7,6 +7,8 @@
   ("duplicate symbol 'tensorflow.BytesList'") as soon as both are imported in one process.
 - ``StringIntLabelMap``: the OD API's object_detection/protos/string_int_label_map.proto (the fields
   label maps use), which lives on GitHub and is not installable everywhere.
+- ``MonitoringConfig``: TF Serving's tensorflow_serving/config/monitoring_config.proto (its Prometheus
+  part), which tensorflow-serving-api does not ship; the development model server reads it.
 
 A private pool keeps them away from anything else in the process; protobuf does all encoding.
 """
@@ -62,8 +64,20 @@ def _label_map_file() -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
+def _monitoring_config_file() -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto(name="odstack/monitoring_config.proto", package="tensorflow.serving",
+                                               syntax="proto3")
+    prometheus = proto.message_type.add(name="PrometheusConfig")
+    _field(prometheus, "enable", 1, _F.TYPE_BOOL)
+    _field(prometheus, "path", 2, _F.TYPE_STRING)
+    _field(proto.message_type.add(name="MonitoringConfig"), "prometheus_config", 1, _F.TYPE_MESSAGE,
+           type_name=".tensorflow.serving.PrometheusConfig")
+    return proto
+
+
 _POOL.Add(_example_file())
 _POOL.Add(_label_map_file())
+_POOL.Add(_monitoring_config_file())
 
 
 def _message(full_name: str):
@@ -77,3 +91,4 @@ BytesList = _message("tensorflow.BytesList")
 FloatList = _message("tensorflow.FloatList")
 Int64List = _message("tensorflow.Int64List")
 StringIntLabelMap = _message("object_detection.protos.StringIntLabelMap")
+MonitoringConfig = _message("tensorflow.serving.MonitoringConfig")

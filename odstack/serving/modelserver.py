@@ -56,12 +56,14 @@ from urllib.parse import unquote
 import grpc
 import numpy as np
 import tensorflow as tf
-from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory, text_format
+from google.protobuf import json_format, text_format
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2, model_service_pb2_grpc,
                                      predict_pb2, prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
+
+from odstack import protos
 
 LOGGER = logging.getLogger("odstack.serving")
 State = get_model_status_pb2.ModelVersionStatus
@@ -82,22 +84,6 @@ class ServingError(Exception):
     def __init__(self, code: grpc.StatusCode, message: str):
         super().__init__(message)
         self.code, self.message = code, message
-
-
-def _monitoring_config_class() -> type:
-    """tensorflow_serving/config/monitoring_config.proto (not shipped in tensorflow-serving-api)."""
-    f = descriptor_pb2.FieldDescriptorProto
-    proto = descriptor_pb2.FileDescriptorProto(name="odstack/monitoring_config.proto",
-                                               package="tensorflow.serving", syntax="proto3")
-    prometheus = proto.message_type.add(name="PrometheusConfig")
-    prometheus.field.add(name="enable", number=1, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
-    prometheus.field.add(name="path", number=2, type=f.TYPE_STRING, label=f.LABEL_OPTIONAL)
-    proto.message_type.add(name="MonitoringConfig").field.add(
-        name="prometheus_config", number=1, type=f.TYPE_MESSAGE, label=f.LABEL_OPTIONAL,
-        type_name=".tensorflow.serving.PrometheusConfig")
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName("tensorflow.serving.MonitoringConfig"))
 
 
 def read_model_config(path: Path) -> list[model_server_config_pb2.ModelConfig]:
@@ -588,7 +574,7 @@ def main(argv: list[str] | None = None) -> int:
             configs = [model_server_config_pb2.ModelConfig(name=args.model_name, base_path=args.model_base_path)]
         metrics_path = None
         if args.monitoring_config_file:
-            monitoring = _monitoring_config_class()()
+            monitoring = protos.MonitoringConfig()
             text_format.Parse(args.monitoring_config_file.read_text(encoding="utf-8"), monitoring)
             if monitoring.prometheus_config.enable:
                 metrics_path = monitoring.prometheus_config.path or "/monitoring/prometheus/metrics"
