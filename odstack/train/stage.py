@@ -51,9 +51,9 @@ def evaluate(settings: EvalSettings) -> dict:
 
 def models() -> list[dict]:
     rows = []
-    for name in DEFAULT_MODELS:
+    for name in engines.ENGINE_NAMES:
         try:
-            rows += [dict(engine=name, **row) for row in engines.get(name).models()]
+            rows += engines.get(name).models()  # each row names its engine
         except ConfigError as error:  # an engine that cannot list models here still lets the others list
             LOGGER.warning("models: %s", error)
     return rows

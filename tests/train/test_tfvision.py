@@ -8,7 +8,10 @@ extend it (resume) come after the ones that read it as trained.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -241,3 +244,12 @@ def test_init_checkpoint_must_be_reachable(tmp_path):
     assert tfvision._init_checkpoint(settings) == str(tmp_path / "ckpt-1")
     settings.from_scratch = True
     assert tfvision._init_checkpoint(settings) == ""
+
+
+def test_make_models_lists_every_engine():
+    """`make models` (python -m odstack models): one row per model of each engine, the defaults among them."""
+    done = subprocess.run([sys.executable, "-m", "odstack", "models"], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
+    rows = [line.split()[:2] for line in (done.stdout + done.stderr).splitlines() if line.startswith(("tfvision ", "odapi "))]
+    assert ["tfvision", "retinanet_mobilenetv2"] in rows and ["odapi", "ssd_mobilenet_v2_320x320"] in rows
