@@ -31,6 +31,7 @@ from typing import Any, Sequence
 from odstack import formats, images, labelmap, tfrecord
 from odstack.data.split import split_indices
 from odstack.errors import ConfigError, DatasetError, StrictModeError
+from odstack.fsio import replace_dir
 from odstack.log import LOGGER, progress
 from odstack.records import ImageEntry, IssueLog, Reason
 
@@ -312,15 +313,6 @@ def _write_csv(path: Path, items: list[CleanImage]) -> None:  # noqa: D103
                                  *(f"{v:g}" for v in (box.xmin, box.ymin, box.xmax, box.ymax))])
 
 
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` to ``out``; an existing (odstack-made) ``out`` is swapped out, then removed."""
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # ------------------------------------------------------------------------------------------------ stage
 
 def convert(settings: DataSettings) -> ConvertResult:
@@ -409,7 +401,7 @@ def convert(settings: DataSettings) -> ConvertResult:
                                      label_ids=label_ids, issues=issues, written=written, entries=len(entries),
                                      seconds=time.monotonic() - started)
         report_module.write(tmp, report)
-        _replace_dir(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

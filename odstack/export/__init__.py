@@ -5,8 +5,7 @@
     make parity  -> output/<run>/parity.json: every format vs the SavedModel on the val images
 
 One function per format (``export_<format>``), each wrapped in :func:`timed` (timed, logged with its
-path and size, failures logged with the stage prefix). ``FORMATS`` is the table of formats, where
-each lands, the image that makes it and the options it takes.
+path and size, failures logged with the stage prefix).
 
 The served contract (DESIGN.md) is the TF OD API's ``serving_default`` signature; every engine's
 export is adapted to it once, in ``saved_model.py``, so serving, the client and parity never care
@@ -15,15 +14,11 @@ which engine trained the model.
 from __future__ import annotations
 
 import functools
-import json
-import os
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from odstack.errors import ConfigError, OdstackError
+from odstack.errors import OdstackError
 from odstack.log import LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,29 +31,6 @@ OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_
 
 class ExportError(OdstackError):
     """A format cannot be produced (or fails its checks) for a reason the user can act on."""
-
-
-@dataclass(frozen=True)
-class Format:
-    """One row of the format table."""
-
-    name: str
-    target: str       # where it lands, relative to the run directory (or the serving root)
-    image: str        # the image (and local venv) that makes it
-    options: str      # its settings (make variables)
-    notes: str
-
-
-FORMATS: dict[str, Format] = {f.name: f for f in [
-    Format("saved_model", "output/<run>/saved_model/", "odapi", "RUN CHECKPOINT",
-           "OD API serving_default signature, whichever engine trained the run"),
-    Format("serving", "output/serving/<model>/<version>/", "odapi", "MODEL_NAME",
-           "the SavedModel published for TF Serving, label map in assets.extra/"),
-    Format("tflite", "output/<run>/tflite/model_<quant>.tflite", "toco", "QUANT EDGETPU CALIBRATION",
-           "float | fp16 | dynamic | int8; TFLite_Detection_PostProcess NMS; labels.txt beside"),
-    Format("parity", "output/<run>/parity.json", "toco", "RUN DATA",
-           "every format vs the SavedModel: box/score diff, AP50, latency, size"),
-]}
 
 
 def timed(stage: str) -> Callable[[F], F]:
@@ -103,19 +75,11 @@ def path_size(path: Path) -> int:
 
 
 def human_size(size: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
+    for unit in ("B", "KB", "MB"):
+        if size < 1024:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
-    return f"{size} B"
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON atomically (temp file + rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    return f"{size:.1f} GB"
 
 
 def resolve_run(name: str):
@@ -131,9 +95,3 @@ def resolve_run(name: str):
         run = RunDir.named(_resolve_run(name))
     run.info()  # raises a ConfigError naming the directory when the run does not exist
     return run
-
-
-def check_name(value: str, key: str) -> str:
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value or ""):
-        raise ConfigError(f"{key}={value!r}: use letters, digits, '.', '_' and '-' only")
-    return value

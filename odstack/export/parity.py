@@ -51,7 +51,8 @@ import numpy as np
 
 from odstack import labelmap, tfrecord
 from odstack.errors import ConfigError
-from odstack.export import ExportError, human_size, path_size, resolve_run, write_json
+from odstack.export import ExportError, human_size, path_size, resolve_run
+from odstack.fsio import write_json
 from odstack.log import LOGGER
 
 PARITY_JSON = "parity.json"

@@ -46,11 +46,11 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from odstack.errors import ConfigError
-from odstack.export import (INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, ExportError, check_name, resolve_run, timed,
-                            write_json)
+from odstack.export import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, ExportError, resolve_run, timed
+from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
 from odstack.train.run import select_checkpoint
 
@@ -200,23 +200,28 @@ def _image_size(run, engine: str) -> list[int] | None:
 
 @timed(_PREFIX)
 def export_saved_model(run, engine: str, checkpoint: Path, nms: Nms) -> Path:
-    """``output/<run>/saved_model``, written beside and swapped in (an old export stays until then)."""
-    destination = run.path / SAVED_MODEL_DIR
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=run.path) as scratch:
-        staged = Path(scratch) / SAVED_MODEL_DIR
+    """``output/<run>/saved_model`` from the run's checkpoint, by the engine's exporter."""
+    def build(scratch: Path, staged: Path) -> None:
         if engine == "tfvision":
-            _export_tfvision(run, checkpoint, nms, Path(scratch), staged)
+            _export_tfvision(run, checkpoint, nms, scratch, staged)
         elif engine == "odapi":
-            _export_odapi(run, checkpoint, Path(scratch), staged)
+            _export_odapi(run, checkpoint, scratch, staged)
         else:
             raise ConfigError(f"run {run.path.name} was trained by engine {engine!r}, which has no exporter")
+
+    return swap_in_saved_model(run.path, run.label_map, build)
+
+
+def swap_in_saved_model(run_dir: Path, label_map: Path, build: Callable[[Path, Path], None]) -> Path:
+    """``run_dir/saved_model``: ``build(scratch, staged)`` writes it beside (in a scratch directory), the
+    label map is added to its assets.extra, then it is swapped in (an old export stays until then)."""
+    destination = run_dir / SAVED_MODEL_DIR
+    with tempfile.TemporaryDirectory(prefix=".export-", dir=run_dir) as scratch:
+        staged = Path(scratch) / SAVED_MODEL_DIR
+        build(Path(scratch), staged)
         (staged / LABEL_MAP_ASSET).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(run.label_map, staged / LABEL_MAP_ASSET)
-        old = run.path / f".{SAVED_MODEL_DIR}.old-{os.getpid()}"
-        if destination.exists():
-            os.replace(destination, old)
-        os.replace(staged, destination)
-        shutil.rmtree(old, ignore_errors=True)
+        shutil.copyfile(label_map, staged / LABEL_MAP_ASSET)
+        replace_dir(staged, destination)
     return destination
 
 

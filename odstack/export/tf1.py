@@ -15,16 +15,14 @@ Two steps in two images, because TF 1.15 (Python 3.6) and odstack (Python 3.11, 
 """
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 from odstack.errors import ConfigError
-from odstack.export import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, check_name, write_json
-from odstack.export.saved_model import (EXPORT_JSON, LABEL_MAP_ASSET, SAVED_MODEL_DIR, ExportResult,
-                                        ExportSettings, check_signature, export_serving, import_tensorflow)
+from odstack.export import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY
+from odstack.fsio import check_name, write_json
+from odstack.export.saved_model import (EXPORT_JSON, ExportResult, ExportSettings, check_signature, export_serving,
+                                        import_tensorflow, swap_in_saved_model)
 from odstack.log import LOGGER
 
 TF1_EXPORT_DIR = "tf1_export"
@@ -43,18 +41,12 @@ def export(settings: ExportSettings) -> ExportResult:
     label_map = _label_map(exported / "pipeline.config")
     model_name = check_name(run_dir.name if settings.model_name == "auto" else settings.model_name, "model_name")
     tf = import_tensorflow()
-    saved_model = run_dir / SAVED_MODEL_DIR
-    with tempfile.TemporaryDirectory(prefix=".export-", dir=run_dir) as scratch:
-        staged = Path(scratch) / SAVED_MODEL_DIR
+
+    def build(scratch: Path, staged: Path) -> None:
         adapt_tf1_saved_model(exported / "saved_model", staged, tf)
         check_signature(staged, strict=True)
-        (staged / LABEL_MAP_ASSET).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(label_map, staged / LABEL_MAP_ASSET)
-        old = run_dir / f".{SAVED_MODEL_DIR}.old-{os.getpid()}"
-        if saved_model.exists():
-            os.replace(saved_model, old)
-        os.replace(staged, saved_model)
-        shutil.rmtree(old, ignore_errors=True)
+
+    saved_model = swap_in_saved_model(run_dir, label_map, build)
     serving = export_serving(saved_model, Path(settings.serving_dir), model_name, label_map) if settings.publish else None
     write_json(run_dir / EXPORT_JSON, {
         "engine": "odapi-tf1", "checkpoint": record["checkpoint"], "step": record["step"],

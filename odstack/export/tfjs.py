@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from odstack.errors import ConfigError, OdstackError
+from odstack.fsio import check_name, replace_dir
 from odstack.log import LOGGER
 
 OUTPUT_DIR = Path("output")
@@ -64,7 +64,6 @@ UNSUPPORTED_OPS = {
         "re-export with the OD API's default post-processing (use_combined_nms: false), or for Model Garden "
         "with task.model.detection_generator.nms_version=v1 or v2 (not 'batched')"),
 }
-_RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class TfjsError(OdstackError):
@@ -86,9 +85,7 @@ class TfjsSettings:
     def resolved_run(self) -> str:
         """run=auto: the only run under output/ with a saved_model/ (an error lists them otherwise)."""
         if self.run != "auto":
-            if not _RUN_NAME.fullmatch(self.run):
-                raise ConfigError(f"run={self.run!r}: use letters, digits, '.', '_' and '-' only")
-            return self.run
+            return check_name(self.run, "run")
         runs = sorted(p.parent.parent.name for p in OUTPUT_DIR.glob("*/saved_model/saved_model.pb"))
         if len(runs) == 1:
             return runs[0]
@@ -267,9 +264,7 @@ def convert(saved_model: Path, out_dir: Path, quant: str = "none", signature: st
                    converted_by=model_json.get("convertedBy"), generated_by=model_json.get("generatedBy"))
         (staging / SIGNATURE_FILE).write_text(json.dumps(sig, indent=2) + "\n", encoding="utf-8")
         staging.chmod(0o755)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)
+        replace_dir(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return sig

@@ -46,7 +46,8 @@ import numpy as np
 
 from odstack import labelmap
 from odstack.errors import ConfigError
-from odstack.export import ExportError, path_size, resolve_run, timed, write_json
+from odstack.export import ExportError, path_size, resolve_run, timed
+from odstack.fsio import write_json
 from odstack.log import LOGGER
 
 QUANTS = ("float", "fp16", "dynamic", "int8")

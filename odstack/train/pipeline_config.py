@@ -37,6 +37,7 @@ from typing import Any, Iterator
 from google.protobuf import text_encoding, text_format
 
 from odstack.errors import ConfigError
+from odstack.fsio import write_text_atomic
 
 MODEL_TYPES = ("ssd", "faster_rcnn", "center_net")
 OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
@@ -808,7 +809,5 @@ def render_file(template: Path, out: Path, **kwargs) -> Rendered:
     rendered = render(text, **kwargs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(rendered.text, encoding="utf-8")
-    os.replace(tmp, out)
+    write_text_atomic(out, rendered.text)
     return rendered

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -25,6 +23,7 @@ from typing import Any
 from odstack import labelmap, tfrecord
 from odstack.train import pipeline_config
 from odstack.errors import ConfigError, DatasetError
+from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
 
 OUTPUT_DIR = Path("output")
@@ -58,9 +57,7 @@ class TrainSettings:
 
     def resolved_run(self) -> str:
         name = self.resolved_model() if self.run == "auto" else self.run
-        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-            raise ConfigError(f"run={name!r}: use letters, digits, '.', '_' and '-' only")
-        return name
+        return check_name(name, "run")
 
     def resolved_checkpoint_every(self) -> int:
         if self.checkpoint_every != "auto":
@@ -178,7 +175,7 @@ class RunDir:
             record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         shutil.copyfile(data.label_map, self.label_map)
-        _write_json(self.run_json, record)
+        write_json(self.run_json, record)
         return record
 
     def metrics(self) -> dict[str, Any]:
@@ -198,7 +195,7 @@ class RunDir:
         if is_best:
             self._copy_checkpoint(checkpoint, self.best_dir)
             metrics["best"] = dict(entry, checkpoint=str(self.best_dir / Path(checkpoint).name))
-        _write_json(self.metrics_json, metrics)
+        write_json(self.metrics_json, metrics)
         return is_best
 
     @staticmethod
@@ -215,8 +212,7 @@ class RunDir:
             shutil.copy2(file, tmp / file.name)
         (tmp / "checkpoint").write_text(f'model_checkpoint_path: "{prefix.name}"\n'
                                         f'all_model_checkpoint_paths: "{prefix.name}"\n')
-        shutil.rmtree(destination, ignore_errors=True)
-        os.replace(tmp, destination)
+        replace_dir(tmp, destination)
 
 
 # ------------------------------------------------------------------------------------- checkpoints
@@ -283,7 +279,3 @@ def resolve_checkpoint(checkpoint: Path) -> Path:
     return checkpoint
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)

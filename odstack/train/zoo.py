@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from odstack.errors import ConfigError
+from odstack.fsio import replace_dir
 from odstack.log import LOGGER, progress
 
 ZOO_URL = "http://download.tensorflow.org/models/object_detection/tf2"
@@ -262,8 +263,7 @@ def _unpack(archive: Path, unpacked: Path, model: ZooModel) -> Path:
         raise ConfigError(f"cannot unpack {archive}: {error}", where=str(archive),
                           hint="delete it from the cache and download it again") from None
     (tmp / OK_MARKER).write_text(model.archive + "\n", encoding="utf-8")
-    shutil.rmtree(unpacked, ignore_errors=True)
-    os.replace(tmp, unpacked)
+    replace_dir(tmp, unpacked)
     LOGGER.info("train[zoo]: unpacked %s into %s", model.archive, unpacked)
     return _model_dir(unpacked)
 

@@ -38,6 +38,7 @@ from urllib.parse import urlparse
 import yaml
 
 from odstack.errors import ConfigError
+from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
@@ -261,9 +262,7 @@ def write_pipeline(path: Path, model: str, overrides: dict[str, Any]) -> None:
               f"# base experiment: {BASE_EXPERIMENT}\n"
               "# Only odstack's overrides are here. Full config: exp_factory.get_exp_config(base experiment),\n"
               "# then this file (Model Garden: --experiment=<base> --config_file=<this file>).\n")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump(overrides, sort_keys=False, default_flow_style=None), encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, header + yaml.safe_dump(overrides, sort_keys=False, default_flow_style=None))
 
 
 def load_params(pipeline: Path, params_override: dict[str, Any] | None = None):
