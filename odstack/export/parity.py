@@ -280,9 +280,10 @@ def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
 
 
-def _match(ref: Prediction, other: Prediction, threshold: float, iou_threshold: float) -> list[tuple[int, int]]:
-    """Greedy pairs (ref index, other index): ref detections >= threshold, best IoU of the same class."""
-    overlaps = iou(ref.boxes, other.boxes)
+def _match(ref: Prediction, other: Prediction, overlaps: np.ndarray, threshold: float,
+           iou_threshold: float) -> list[tuple[int, int]]:
+    """Greedy pairs (ref index, other index): ref detections >= threshold, best IoU (``overlaps``: ref x
+    other) of the same class."""
     used: set[int] = set()
     pairs = []
     for i in np.argsort(-ref.scores, kind="stable"):
@@ -303,13 +304,14 @@ def compare(reference: Sequence[Prediction], other: Sequence[Prediction], thresh
     box_diff = score_diff = 0.0
     matched = missing = extra = 0
     for ref, pred in zip(reference, other):
-        pairs = _match(ref, pred, threshold, iou_threshold)
+        overlaps = iou(ref.boxes, pred.boxes)  # symmetric: its transpose serves the format's side
+        pairs = _match(ref, pred, overlaps, threshold, iou_threshold)
         matched += len(pairs)
         missing += int((ref.scores >= threshold).sum()) - len(pairs)
         for i, j in pairs:
             box_diff = max(box_diff, float(np.abs(ref.boxes[i] - pred.boxes[j]).max()))
             score_diff = max(score_diff, float(abs(ref.scores[i] - pred.scores[j])))
-        back = _match(pred, ref, threshold, iou_threshold)  # the format's side, same rule
+        back = _match(pred, ref, overlaps.T, threshold, iou_threshold)  # the format's side, same rule
         extra += int((pred.scores >= threshold).sum()) - len(back)
     return {"max_box_diff": box_diff, "max_score_diff": score_diff, "matched": matched, "missing": missing,
             "extra": extra}
