@@ -248,14 +248,13 @@ def select_checkpoint(run: "RunDir", which: str, *, latest_if_no_best: bool = Fa
         if not latest_if_no_best:
             raise ConfigError("this run has no evaluated best checkpoint yet", where=str(run.path),
                               hint="train or evaluate it first, or pass checkpoint=latest")
-        which = "latest"
-        if latest_checkpoint(run.path) is not None:
-            LOGGER.warning("run %s has no evaluated best checkpoint; using the latest", run.path)
-    if which == "latest":
+    if which in ("best", "latest"):
         latest = latest_checkpoint(run.path)
         if latest is None:
             raise ConfigError("this run has no checkpoint yet", where=str(run.path),
                               hint=f"train it first: make train RUN={run.path.name}")
+        if which == "best":
+            LOGGER.warning("run %s has no evaluated best checkpoint; using the latest", run.path)
         return latest
     try:
         return resolve_checkpoint(Path(which))

@@ -7,7 +7,6 @@ prints the summary, so both engines behave the same from the command line.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
@@ -34,13 +33,13 @@ def evaluate(settings: EvalSettings) -> dict:
     run = RunDir.named(_resolve_run(settings.run))
     info = run.info()
     engine = engines.get(info["engine"])
-    data = DatasetInfo.load(settings.data if settings.data else Path(info["data"]))
+    data = DatasetInfo.load(settings.data)
     if not data.val_shards:
         raise ConfigError("the dataset has no val shards to evaluate on", where=str(data.directory),
                           hint="re-run `make data` with VAL_FRACTION > 0")
     checkpoint = select_checkpoint(run, settings.checkpoint)
     values = engine.evaluate(run, checkpoint, data)
-    step = int(values.pop("step", _step_of(checkpoint)))
+    step = int(values.pop("step"))
     if settings.checkpoint != "best":
         run.record_eval(step, checkpoint, values)
     LOGGER.info("eval[%s]: %s step %d: AP %.3f, AP50 %.3f, AP75 %.3f -> %s", info["engine"], checkpoint, step,
@@ -78,11 +77,6 @@ def _resolve_run(name: str) -> str:
     if default in runs or not runs:
         return default
     raise ConfigError(f"several runs in output/: {', '.join(runs)}", hint="choose one with RUN=<name>")
-
-
-def _step_of(checkpoint: Path) -> int:
-    suffix = checkpoint.name.rsplit("-", 1)[-1]
-    return int(suffix) if suffix.isdigit() else -1
 
 
 def _print_summary(run: RunDir, seconds: float) -> None:

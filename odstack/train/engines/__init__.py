@@ -5,7 +5,8 @@ Each module ``odstack/train/engines/<name>.py`` defines:
 - ``NAME: str``                                          its key (== module name == ``ENGINE=`` value)
 - ``models() -> list[dict]``                             entries for `make models`
 - ``train(run, settings, data) -> None``                 train (or resume) a run up to ``settings.steps``
-- ``evaluate(run, checkpoint, data) -> dict[str, float]`` COCO metrics of one checkpoint on the val shards
+- ``evaluate(run, checkpoint, data) -> dict[str, float]`` COCO metrics of one checkpoint on the val shards,
+                                                         and the checkpoint's global ``step``
 
 Engines import TensorFlow (seconds, hundreds of MiB) and possibly the OD API, which may be missing, so
 modules are imported only when asked for: listing or validating engine names costs nothing.
