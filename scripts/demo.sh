@@ -33,10 +33,9 @@ step "convert (make data)" bash -c "test -f $DEMO/tf_records/report.json || \
     make --no-print-directory RUNNER=$RUNNER data SRC=$SRC OUT=$DEMO/tf_records"
 step "train (tfvision)" m train DATA="$DEMO/tf_records" RUN="$RUN" IMAGE_SIZE=128 STEPS="$STEPS"
 step "export (SavedModel)" m export RUN="$RUN" MODEL_NAME="$MODEL_NAME"
-step "tflite float + int8" bash -c "make --no-print-directory RUNNER=$RUNNER tflite RUN=$RUN QUANT=float && \
-    make --no-print-directory RUNNER=$RUNNER tflite RUN=$RUN QUANT=int8"
 step "tfjs" m tfjs RUN="$RUN"
-step "parity" m parity RUN="$RUN"
+# both TFLite variants in one run of the toco stage, which ends with the parity table of every format
+step "tflite + parity" m tflite RUN="$RUN" QUANT=float,int8
 step "serve" m serve-bg MODEL_NAME="$MODEL_NAME" CLIENT_PORT="$CLIENT_PORT"
 
 # a held-out image: the first val image of the converted dataset
