@@ -187,10 +187,6 @@ $(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
 	  --target "$$($(VENV)/client/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	@touch $@
 
-$(VENV)/client/.dev-installed: $(VENV)/client/.installed $(REQ)/dev.txt
-	@$(VENV)/client/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
-	@touch $@
-
 .PHONY: serve serve-bg serve-down predict test-client bench-serving
 serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn) on 127.0.0.1:CLIENT_PORT
 ifeq ($(RUNNER),docker)
