@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from odstack.errors import DatasetError
 from odstack.records import Location
@@ -60,3 +61,29 @@ def load_json(path: Path, rel: str, what: str, hint: str) -> Any:
     except (OSError, UnicodeDecodeError) as error:
         raise DatasetError(f"cannot read {what}: {error}", where=rel,
                            hint="check the file is readable UTF-8 JSON") from error
+
+
+def json_number(value: Any) -> float | None:
+    """A finite JSON number as float; None for anything else (strings, booleans, NaN, missing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def text_number(text: str | None) -> float | None:
+    """A finite number written as text (surrounding whitespace allowed); None for anything else."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Files below root with one of the suffixes (any case), in sorted path order, skipping hidden files
+    and folders (also macOS's ._x AppleDouble files) and __MACOSX folders."""
+    for directory, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
+        for filename in sorted(filenames):
+            if filename.lower().endswith(suffixes) and not filename.startswith("."):
+                yield Path(directory, filename)

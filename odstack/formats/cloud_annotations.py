@@ -12,13 +12,12 @@ images in the folder but not in "annotations" were never labelled and are not pa
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import load_json
+from odstack.formats._common import json_number, load_json
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "cloud_annotations"
@@ -95,7 +94,7 @@ def _box(obj: Any, where: Location, known: set[str], name: str, issues: IssueLog
         issues.skip_box(Reason.UNKNOWN_LABEL, where,
                         f"label {label!r} is not in the file's \"labels\" list; the box is skipped", image=name)
         return None
-    values = {key: _number(obj.get(key)) for key in CloudAnnotationsLayout.COORDS}
+    values = {key: json_number(obj.get(key)) for key in CloudAnnotationsLayout.COORDS}
     bad = [key for key, value in values.items() if value is None]
     if bad:
         shown = ", ".join(f"{key}={obj.get(key)!r}" for key in bad)
@@ -130,9 +129,3 @@ def _labels(data: dict, rel: str) -> list[str]:
         raise DatasetError("no \"labels\" list of strings", where=rel,
                            hint="export the project from Cloud Annotations again")
     return list(dict.fromkeys(declared))  # drop repeats, keep order
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)

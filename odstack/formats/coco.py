@@ -13,13 +13,12 @@ entry's subset comes from the file's split name. bbox is ``[x, y, width, height]
 from __future__ import annotations
 
 import json
-import math
 import re
 from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import load_json
+from odstack.formats._common import json_number, load_json
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "coco"
@@ -153,7 +152,7 @@ def _box(ann: Any, index: int, rel: str, names: dict[int, str], entries: dict[An
                         f"category_id {category!r} is not declared in 'categories'; the box is skipped",
                         image=entry.name)
         return None
-    values = [_number(v) for v in bbox] if isinstance(bbox, list) else []
+    values = [json_number(v) for v in bbox] if isinstance(bbox, list) else []
     if len(values) != 4 or None in values:
         issues.skip_box(Reason.INVALID_VALUE, where,
                         f"bbox must be 4 numbers [x, y, width, height], got {bbox!r}; the box is skipped",
@@ -310,9 +309,3 @@ def _rel(path: Path, root: Path) -> str:
 def _id(value: Any) -> int | str | None:
     """An image/annotation id as a dict key: ints (COCO) or strings (some exporters); else None."""
     return value if isinstance(value, (int, str)) and not isinstance(value, bool) else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)

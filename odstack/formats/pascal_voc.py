@@ -10,7 +10,6 @@ Only the XML is parsed: images are never opened here (the converter decodes them
 """
 from __future__ import annotations
 
-import math
 import os
 import xml.etree.ElementTree as ET
 from collections import deque
@@ -18,7 +17,7 @@ from pathlib import Path, PureWindowsPath
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, relative_name
+from odstack.formats._common import DirIndex, relative_name, text_number, walk_files
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "pascal_voc"
@@ -64,7 +63,7 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
     if not root.is_dir():
         raise DatasetError("not a directory", where=str(src),
                            hint="point SRC at the folder holding the .xml files (and images)")
-    xml_files = list(_walk(root))
+    xml_files = list(walk_files(root, (VocLayout.SUFFIX,)))
     if not xml_files:
         raise DatasetError("no .xml annotation files found", where=str(src),
                            hint="expected annotations/*.xml + images/ or VOC Annotations/ + JPEGImages/")
@@ -120,7 +119,7 @@ def _read_object(obj: ET.Element, where: Location, image: str, issues: IssueLog)
     values, bad = [], []
     for tag in VocLayout.BOX_FIELDS:
         text = bndbox.findtext(tag)
-        number = _float(text)
+        number = text_number(text)
         if number is None:
             bad.append(f"{tag}={text!r}" if text is not None else f"{tag} missing")
         values.append(number)
@@ -138,7 +137,7 @@ def _declared_size(ann: ET.Element, rel: str, image: str, issues: IssueLog) -> t
     if size is None:
         return None
     texts = (size.findtext("width"), size.findtext("height"))
-    numbers = [_float(text) for text in texts]
+    numbers = [text_number(text) for text in texts]
     if None in numbers:
         if any(text and text.strip() for text in texts):
             issues.note(Reason.INVALID_VALUE, Location(rel, item="size"),
@@ -260,25 +259,8 @@ def _looks_like_voc(path: Path) -> bool:
     return False
 
 
-def _walk(root: Path) -> Iterator[Path]:
-    """Every *.xml below root in sorted path order, skipping hidden folders and macOS junk."""
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not _skipped(d))
-        for filename in sorted(filenames):
-            if filename.lower().endswith(VocLayout.SUFFIX) and not _skipped(filename):
-                yield Path(directory, filename)
-
-
 def _skipped(name: str) -> bool:
     return name.startswith(".") or name in VocLayout.SKIP_DIRS  # ._x.xml are AppleDouble files
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        value = float(text.strip())
-    except (AttributeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None
 
 
 def _flag(text: str | None) -> bool:

@@ -12,11 +12,11 @@ pixels, in any order. A dataset dir named train/val/valid/validation/test is an 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
+from odstack.formats._common import json_number
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "supervisely"
@@ -120,7 +120,7 @@ def _box(obj: Any, where: Location, known: set[str], name: str, issues: IssueLog
         return None
     points = obj.get("points")
     exterior = points.get("exterior") if isinstance(points, dict) else None
-    corners = [(_number(p[0]), _number(p[1])) if isinstance(p, list) and len(p) == 2 else (None, None)
+    corners = [(json_number(p[0]), json_number(p[1])) if isinstance(p, list) and len(p) == 2 else (None, None)
                for p in exterior] if isinstance(exterior, list) else []
     if len(corners) < 2 or any(None in corner for corner in corners):
         issues.skip_box(Reason.INVALID_VALUE, where,
@@ -176,9 +176,3 @@ def _size(size: Any, where: Location, name: str, issues: IssueLog) -> tuple[int,
     issues.note(Reason.INVALID_VALUE, where,
                 f"size {size!r} has no positive integer width/height; the image's own size is used", image=name)
     return None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)

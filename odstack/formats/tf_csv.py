@@ -14,14 +14,13 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, relative_name
+from odstack.formats._common import DirIndex, relative_name, text_number
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "tf_csv"
@@ -187,7 +186,7 @@ def _read_row(row: list[str], where: Location, columns: _Columns, path: Path, ro
     raw = [cell(i) for i in columns.box]
     if not label and not any(raw):
         return  # an image row without an object: a negative example
-    values = [_float(text) for text in raw]
+    values = [text_number(text) for text in raw]
     if None in values:
         bad = [f"{name}={text!r}" if text is not None else f"{name} missing"
                for name, text, value in zip(TfCsvLayout.BOX_COLUMNS, raw, values) if value is None]
@@ -199,7 +198,7 @@ def _read_row(row: list[str], where: Location, columns: _Columns, path: Path, ro
 
 def _size(width: str | None, height: str | None, where: Location, image: str,
           issues: IssueLog) -> tuple[int, int] | None:
-    numbers = (_float(width), _float(height))
+    numbers = (text_number(width), text_number(height))
     if None in numbers:
         if width or height:
             issues.note(Reason.INVALID_VALUE, where,
@@ -288,11 +287,3 @@ def _csv_files(directory: Path) -> list[Path]:
         return []
     return [directory / n for n in names
             if n.lower().endswith(TfCsvLayout.SUFFIX) and not n.startswith(".") and (directory / n).is_file()]
-
-
-def _float(text: str | None) -> float | None:
-    try:
-        value = float(text)
-    except (TypeError, ValueError):
-        return None
-    return value if math.isfinite(value) else None

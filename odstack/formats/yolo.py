@@ -11,7 +11,6 @@ An image's label file is its path with ``images`` replaced by ``labels`` and the
 """
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Iterator
@@ -19,6 +18,7 @@ from typing import Iterator
 import yaml
 
 from odstack.errors import DatasetError
+from odstack.formats._common import text_number, walk_files
 from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "yolo"
@@ -69,7 +69,7 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
     found = []  # (name, image, label file, subset)
     expected_labels = set()
     for images_dir, labels_dir, subset in pairs:
-        for image in _files(images_dir, YoloLayout.IMAGE_EXTS):
+        for image in walk_files(images_dir, YoloLayout.IMAGE_EXTS):
             inner = image.relative_to(images_dir)
             label = (labels_dir / inner).with_suffix(YoloLayout.LABEL_SUFFIX)
             expected_labels.add(label)
@@ -125,7 +125,7 @@ def _read_line(fields: list[str], where: Location, names: dict[int, str], image:
             issues.skip_box(Reason.INVALID_VALUE, where,
                             f"{len(fields)} fields, expected 5 ('class cx cy w h')", image)
         return None
-    values = [_float(text) for text in fields]
+    values = [text_number(text) for text in fields]
     if None in values or not values[0].is_integer():
         issues.skip_box(Reason.INVALID_VALUE, where,
                         f"not numbers: {' '.join(fields)!r} (expected an integer class, then 4 fractions)", image)
@@ -141,7 +141,7 @@ def _read_line(fields: list[str], where: Location, names: dict[int, str], image:
 def _report_orphans(src: Path, pairs: list, expected: set[Path], issues: IssueLog) -> None:
     """A label file without its image is data lost: say so instead of dropping it silently."""
     for _, labels_dir, _ in pairs:
-        for label in _files(labels_dir, (YoloLayout.LABEL_SUFFIX,)):
+        for label in walk_files(labels_dir, (YoloLayout.LABEL_SUFFIX,)):
             if label not in expected and label.name not in YoloLayout.NOT_LABELS:
                 rel = label.relative_to(src).as_posix()
                 issues.skip_image(Reason.MISSING_IMAGE, Location(rel),
@@ -227,20 +227,3 @@ def _has_label_files(labels_dir: Path) -> bool:
             except OSError:
                 continue
     return False
-
-
-def _files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
-    """Files below root with one of the suffixes (any case), skipping hidden files and folders."""
-    for directory, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "__MACOSX")
-        for filename in sorted(filenames):
-            if filename.lower().endswith(suffixes) and not filename.startswith("."):
-                yield Path(directory, filename)
-
-
-def _float(text: str) -> float | None:
-    try:
-        value = float(text)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
