@@ -212,16 +212,17 @@ def _validate_boxes(entry: ImageEntry, info: images.ImageInfo, known: dict[str, 
     return clean
 
 
-def _label_names(fmt_module, src: Path, settings: DataSettings, entries: list[ImageEntry]) -> list[str]:
-    """Label map order: the given label map, else the source's declared order, else sorted names."""
-    if settings.label_map is not None:
-        mapping = labelmap.read(settings.label_map)
-        ids = sorted(mapping.values())
+def _label_names(fmt_module, src: Path, settings: DataSettings, known: dict[str, int] | None,
+                 labels: list[set[str]]) -> list[str]:
+    """Label map order: the given label map (``known``, read from settings.label_map), else the source's
+    declared order, else sorted names (``labels``: each entry's)."""
+    if known is not None:
+        ids = sorted(known.values())
         if ids != list(range(1, len(ids) + 1)):
             raise DatasetError("label map ids must be 1..N without gaps", where=str(settings.label_map),
                                hint="renumber the items 1, 2, 3, ...")
-        return sorted(mapping, key=mapping.get)
-    used = sorted({label for entry in entries for label in _labels_of(entry)})
+        return sorted(known, key=known.get)
+    used = sorted(set().union(*labels))
     declared = list(fmt_module.labels(src) or [])
     return declared + [name for name in used if name not in declared]
 
@@ -339,7 +340,8 @@ def convert(settings: DataSettings) -> ConvertResult:
                            hint="check the annotation files list images, and that FORMAT is right")
 
     known = labelmap.read(settings.label_map) if settings.label_map else None
-    names = _label_names(fmt_module, src, settings, entries)
+    labels = [_labels_of(entry) for entry in entries]
+    names = _label_names(fmt_module, src, settings, known, labels)
     label_ids = {name: index for index, name in enumerate(names, start=1)}
 
     if settings.split == "source":
@@ -348,7 +350,7 @@ def convert(settings: DataSettings) -> ConvertResult:
                               where=str(src), hint="use SPLIT=random (the default)")
         planned = {"train": [e for e in entries if e.subset != "val"], "val": [e for e in entries if e.subset == "val"]}
     else:
-        train_idx, val_idx = split_indices([_labels_of(e) for e in entries], settings.val_fraction, settings.seed)
+        train_idx, val_idx = split_indices(labels, settings.val_fraction, settings.seed)
         planned = {"train": [entries[i] for i in train_idx], "val": [entries[i] for i in val_idx]}
 
     # write everything into a temporary sibling of the output, then swap it in
