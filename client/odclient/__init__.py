@@ -24,7 +24,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(settings.from_env())
     if test_config:
         app.config.from_mapping(test_config)
-    app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False, JSON_SORT_KEYS=False,
+    app.config.update(DEBUG=False, PROPAGATE_EXCEPTIONS=False,
                       MAX_CONTENT_LENGTH=int(app.config["MAX_UPLOAD_MB"] * 1024 * 1024))
     # Pillow's own guard (DecompressionBombError at 2x) on top of the header check in imaging.decode
     Image.MAX_IMAGE_PIXELS = app.config["MAX_IMAGE_PIXELS"]
