@@ -253,3 +253,18 @@ def test_make_models_lists_every_engine():
     assert done.returncode == 0, done.stderr
     rows = [line.split()[:2] for line in (done.stdout + done.stderr).splitlines() if line.startswith(("tfvision ", "odapi "))]
     assert ["tfvision", "retinanet_mobilenetv2"] in rows and ["odapi", "ssd_mobilenet_v2_320x320"] in rows
+
+
+def test_make_train_refuses_to_resume_a_run_of_other_classes(dataset, tmp_path, monkeypatch):
+    """`make train RUN=x` on an existing run trained on other classes: a clear error, run.json untouched."""
+    from odstack.train import stage
+
+    monkeypatch.chdir(tmp_path)
+    run = RunDir.named("x")
+    run.path.mkdir(parents=True)
+    before = json.dumps({"engine": "tfvision", "model": "retinanet_mobilenetv2", "labels": ["zebra"], "data": "d"})
+    run.run_json.write_text(before)
+    with pytest.raises(ConfigError, match="exists with a different labels") as error:
+        stage.train(_settings(run="x", data=dataset.directory))
+    assert "RUN=<a new name>" in error.value.hint
+    assert run.run_json.read_text() == before and not run.label_map.exists()
