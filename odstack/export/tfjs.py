@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from odstack.errors import ConfigError, OdstackError
+from odstack.export import OUTPUT_KEYS, SIGNATURE_KEY
 from odstack.fsio import check_name, replace_dir
 from odstack.log import LOGGER
 
@@ -50,7 +51,7 @@ JS_DIR = Path(__file__).resolve().parent / "js"
 RUNNER_SCRIPT = JS_DIR / "run_tfjs.mjs"
 SIGNATURE_FILE = "signature.json"
 #: The OD API export contract (DESIGN.md): every converted detector must have these outputs.
-DETECTION_OUTPUTS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
+DETECTION_OUTPUTS = OUTPUT_KEYS
 #: quant= value -> converter flags. Weight quantization only: the graph still computes in float32.
 QUANTIZATION: dict[str, list[str]] = {
     "none": [],
@@ -78,7 +79,7 @@ class TfjsSettings:
     quant: str = "none"
     saved_model: Path | None = None
     out: Path | None = None
-    signature: str = "serving_default"
+    signature: str = SIGNATURE_KEY
     shard_mb: int = 4
     check: bool = True
 
@@ -123,7 +124,7 @@ class SavedModelInfo:
     ops: dict[str, list[str]] = field(default_factory=dict)  # op type -> nodes using it ("function/node")
 
 
-def inspect_saved_model(saved_model: Path, signature: str = "serving_default") -> SavedModelInfo:
+def inspect_saved_model(saved_model: Path, signature: str = SIGNATURE_KEY) -> SavedModelInfo:
     """Load ``signature`` the way tensorflowjs_converter does and read its structured inputs/outputs (the
     graph tensor names the converter keeps) and every op of the function and the functions it calls."""
     import tensorflow as tf  # TF 2.19 of the tfjs environment; imported only here
@@ -220,7 +221,7 @@ def build_signature(model_json: dict[str, Any], info: SavedModelInfo) -> dict[st
             "detection_outputs": list(DETECTION_OUTPUTS)}
 
 
-def converter_command(saved_model: Path, out_dir: Path, quant: str = "none", signature: str = "serving_default",
+def converter_command(saved_model: Path, out_dir: Path, quant: str = "none", signature: str = SIGNATURE_KEY,
                       shard_mb: int = 4, python: str | None = None) -> list[str]:
     """tensorflowjs_converter's arguments, run through its ``convert(argv)`` so that paths may contain spaces
     (the console script joins and re-splits its arguments on spaces)."""
@@ -234,7 +235,7 @@ def converter_command(saved_model: Path, out_dir: Path, quant: str = "none", sig
             str(saved_model), str(out_dir)]
 
 
-def convert(saved_model: Path, out_dir: Path, quant: str = "none", signature: str = "serving_default",
+def convert(saved_model: Path, out_dir: Path, quant: str = "none", signature: str = SIGNATURE_KEY,
             shard_mb: int = 4) -> dict[str, Any]:
     """Convert ``saved_model`` into ``out_dir`` (replaced atomically); returns signature.json's content."""
     saved_model, out_dir = Path(saved_model), Path(out_dir)
@@ -453,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("saved_model", type=Path)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--quant", choices=list(QUANTIZATION), default="none")
-    parser.add_argument("--signature", default="serving_default")
+    parser.add_argument("--signature", default=SIGNATURE_KEY)
     parser.add_argument("--shard-mb", type=int, default=4)
     parser.add_argument("--check", action="store_true", help="run the converted model once in Node")
     options = parser.parse_args(argv)
