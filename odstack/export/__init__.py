@@ -85,13 +85,12 @@ def human_size(size: int) -> str:
 def resolve_run(name: str):
     """The RunDir for ``run=``: a name under output/ (auto: the only run there is, else the default model's
     run), or a path to a run directory (anything with a '/' that holds a run.json)."""
-    from odstack.train.run import RunDir
-    from odstack.train.stage import _resolve_run
+    from odstack.train.run import RunDir, resolve_run_name
 
     name = str(name)
     if "/" in name and (Path(name) / "run.json").exists():
         run = RunDir(Path(name))
     else:
-        run = RunDir.named(_resolve_run(name))
+        run = RunDir.named(resolve_run_name(name))
     run.info()  # raises a ConfigError naming the directory when the run does not exist
     return run

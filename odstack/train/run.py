@@ -235,6 +235,19 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return prefix if checkpoint_exists(prefix) else None
 
 
+def resolve_run_name(name: str) -> str:
+    """RUN=auto: the only run under output/, else the default engine's default model's run."""
+    if name != "auto":
+        return name
+    runs = sorted(p.parent.name for p in OUTPUT_DIR.glob("*/run.json"))
+    if len(runs) == 1:
+        return runs[0]
+    default = TrainSettings().resolved_model()
+    if default in runs or not runs:
+        return default
+    raise ConfigError(f"several runs in output/: {', '.join(runs)}", hint="choose one with RUN=<name>")
+
+
 def select_checkpoint(run: "RunDir", which: str, *, latest_if_no_best: bool = False) -> Path:
     """The checkpoint prefix for ``checkpoint=best|latest|<prefix, directory or .index>`` (eval and export).
 

@@ -11,7 +11,8 @@ import time
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
 from odstack.train import engines
-from odstack.train.run import DEFAULT_MODELS, DatasetInfo, EvalSettings, RunDir, TrainSettings, select_checkpoint
+from odstack.train.run import (DatasetInfo, EvalSettings, RunDir, TrainSettings, resolve_run_name,
+                               select_checkpoint)
 
 
 def train(settings: TrainSettings) -> RunDir:
@@ -29,7 +30,7 @@ def train(settings: TrainSettings) -> RunDir:
 
 
 def evaluate(settings: EvalSettings) -> dict:
-    run = RunDir.named(_resolve_run(settings.run))
+    run = RunDir.named(resolve_run_name(settings.run))
     info = run.info()
     engine = engines.get(info["engine"])
     data = DatasetInfo.load(settings.data)
@@ -63,19 +64,6 @@ def print_models() -> None:
     for row in rows:
         details = ", ".join(f"{k}={v}" for k, v in row.items() if k not in ("engine", "name") and v not in (None, ""))
         LOGGER.info("%-10s %-40s %s", row["engine"], row["name"], details)
-
-
-def _resolve_run(name: str) -> str:
-    """RUN=auto: the only run there is, else the default engine's default model's run."""
-    if name != "auto":
-        return name
-    runs = sorted(p.parent.name for p in RunDir.named("x").path.parent.glob("*/run.json"))
-    if len(runs) == 1:
-        return runs[0]
-    default = DEFAULT_MODELS[TrainSettings().engine]
-    if default in runs or not runs:
-        return default
-    raise ConfigError(f"several runs in output/: {', '.join(runs)}", hint="choose one with RUN=<name>")
 
 
 def _print_summary(run: RunDir, seconds: float) -> None:

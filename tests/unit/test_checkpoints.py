@@ -1,4 +1,5 @@
-"""checkpoint=best|latest|<path>: the one lookup eval and export share (odstack.train.run), TF-free."""
+"""run=auto and checkpoint=best|latest|<path>: the lookups train, eval and export share (odstack.train.run),
+TF-free."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from odstack.errors import ConfigError
-from odstack.train.run import RunDir, select_checkpoint
+from odstack.train.run import RunDir, resolve_run_name, select_checkpoint
 
 
 def _checkpoint(directory: Path, step: int) -> Path:
@@ -55,3 +56,17 @@ def test_runs_without_checkpoints_say_train_first(tmp_path):
         with pytest.raises(ConfigError, match="no checkpoint yet") as error:
             select_checkpoint(run, which, latest_if_no_best=True)
         assert "make train RUN=fresh" in error.value.hint
+
+
+def test_run_auto_is_the_only_run_else_the_default_models(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert resolve_run_name("auto") == "retinanet_mobilenetv2"  # nothing trained yet: the default run
+    assert resolve_run_name("mine") == "mine"
+    for name in ("a", "b"):
+        (tmp_path / "output" / name).mkdir(parents=True)
+        (tmp_path / "output" / name / "run.json").write_text("{}")
+        if name == "a":
+            assert resolve_run_name("auto") == "a"
+    with pytest.raises(ConfigError, match="several runs in output/: a, b") as error:
+        resolve_run_name("auto")
+    assert "RUN=<name>" in error.value.hint
