@@ -37,7 +37,8 @@ QUANT ?=                 ## tflite: float | fp16 | dynamic | int8 | all, or a co
 EDGETPU ?=               ## tflite: 1 = compile int8 for Coral (toco image built with EDGETPU=1)
 CALIBRATION ?=           ## tflite: val images for int8 calibration (default 100)
 CONFIG ?=                ## train TF=1: a TF1 pipeline.config to train with model_main.py
-ODAPI ?= 0               ## image-odapi: 1 = include the TF Object Detection API (needs GitHub; see dockerfiles/README.md)
+ODAPI ?= 0               ## 1 = install the TF Object Detection API into the odapi and toco venvs/images (make venvs|images ODAPI=1); from GitHub unless ODAPI_ARCHIVE
+ODAPI_ARCHIVE ?=         ## a local .tar.gz of tensorflow/models (or its research/) at the pinned commit: the OD API without GitHub
 CLIENT_PORT ?= 8080      ## serve/predict: client port on 127.0.0.1
 MODEL_NAME ?= detector   ## export/serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
 COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.ci.yml (no registry)
@@ -56,6 +57,9 @@ endif
 VENV := .venv
 TFJS_JS := odstack/export/js
 REQ := dockerfiles/requirements
+
+# $(call on_local,<prerequisites>): what a target needs when it runs in the local venvs (nothing for docker)
+on_local = $(if $(filter local,$(RUNNER)),$(1))
 
 # key=value arguments for `python -m odstack data`, only for the variables that are set
 data_args = $(strip $(if $(SRC),src=$(SRC)) $(if $(OUT),out=$(OUT)) $(if $(FORMAT),format=$(FORMAT)) \
@@ -100,12 +104,20 @@ help: ## show this help
 .PHONY: setup images venvs
 setup: $(if $(filter docker,$(RUNNER)),images,venvs) ## RUNNER=local: create .venv/<image>; RUNNER=docker: build the images
 
-venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed ## create/refresh the local venvs from dockerfiles/requirements/*.txt
+venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## create/refresh the local venvs from dockerfiles/requirements/*.txt (ODAPI=1: with the TF OD API)
 
 $(VENV)/%/.installed: $(REQ)/%.txt
 	@echo "setup: $(VENV)/$* from $<"
 	@test -x $(VENV)/$*/bin/python || $(PYTHON) -m venv $(VENV)/$*
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
+	@touch $@
+
+# ODAPI=1: the TF OD API on top of a venv's requirements, wherever it is used (odapi: train/eval/export;
+# toco: TFLite export of an OD API model runs its export_tflite_graph_tf2)
+odapi_venvs = $(if $(filter 1,$(ODAPI)),$(VENV)/odapi/.odapi-installed $(VENV)/toco/.odapi-installed)
+$(VENV)/%/.odapi-installed: $(VENV)/%/.installed scripts/odapi/install_odapi.sh
+	@echo "setup: the TF Object Detection API into $(VENV)/$* from $(or $(ODAPI_ARCHIVE),GitHub)"
+	@PYTHON=$(VENV)/$*/bin/python ODAPI_ARCHIVE="$(ODAPI_ARCHIVE)" bash scripts/odapi/install_odapi.sh
 	@touch $@
 
 $(TFJS_JS)/node_modules/.package-lock.json: $(TFJS_JS)/package.json $(TFJS_JS)/package-lock.json
@@ -120,16 +132,17 @@ images: image-odapi image-toco image-tfjs image-modelserver image-client ## buil
 
 .PHONY: image-%
 image-%:
-	@mkdir -p dockerfiles/ca && rm -f dockerfiles/ca/extra.crt
+	@mkdir -p dockerfiles/ca && rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 	@$(if $(CA_BUNDLE),cp "$(CA_BUNDLE)" dockerfiles/ca/extra.crt,true)
+	@$(if $(and $(filter odapi toco,$*),$(ODAPI_ARCHIVE)),cp "$(ODAPI_ARCHIVE)" dockerfiles/odapi-src/models.tar.gz,true)
 	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
-	  $(if $(filter odapi,$*),--build-arg ODAPI=$(ODAPI)) $(if $(filter 1,$(EDGETPU)),--build-arg EDGETPU=1) \
+	  $(if $(filter odapi toco,$*),--build-arg ODAPI=$(ODAPI)) $(if $(filter 1,$(EDGETPU)),--build-arg EDGETPU=1) \
 	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(TAG) .
-	@rm -f dockerfiles/ca/extra.crt
+	@rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 
 ##@ Pipeline
 .PHONY: data demo train eval models tensorboard synth export tflite tfjs parity
-data: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
+data: $(call on_local,$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
 
@@ -138,7 +151,7 @@ demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/
 	RUNNER=$(RUNNER) MODEL_NAME=$(MODEL_NAME) CLIENT_PORT=$(CLIENT_PORT) \
 	  COMPOSE_FILES="$(COMPOSE_FILES)" bash scripts/demo.sh
 
-train: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
+train: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
 ifeq ($(TF),1)
 	@test -n "$(CONFIG)" -a -n "$(RUN)" || { echo "train TF=1: set CONFIG=<TF1 pipeline.config> and RUN=<name> (docker only)"; exit 2; }
 	@mkdir -p output/$(RUN) && { [ "$(CONFIG)" -ef output/$(RUN)/pipeline.config ] || cp "$(CONFIG)" output/$(RUN)/pipeline.config; }
@@ -147,16 +160,16 @@ else
 	$(call run_stage,odapi,train.sh,$(train_args),$(docker_gpus))
 endif
 
-eval: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
+eval: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
 	$(call run_stage,odapi,eval.sh,$(eval_args))
 
-models: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## list the trainable models (model zoo with speed/mAP)
+models: $(call on_local,$(VENV)/odapi/.installed) ## list the trainable models (model zoo with speed/mAP)
 	@$(call run_stage,odapi,models.sh,)
 
-tensorboard: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
+tensorboard: $(call on_local,$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
 	$(call run_stage,odapi,tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
 
-export: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## SavedModel with the OD API signature + the next TF Serving version in output/serving/MODEL_NAME (TF=1 RUN=…: a TF1 run)
+export: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## SavedModel with the OD API signature + the next TF Serving version in output/serving/MODEL_NAME (TF=1 RUN=…: a TF1 run)
 ifeq ($(TF),1)
 	@test -n "$(RUN)" -a "$(RUNNER)" = docker || { echo "export TF=1: set RUN=<name> (the run make train TF=1 wrote); docker only"; exit 2; }
 	$(call run_stage,odapi-tf1,export_tf1.sh,output/$(RUN))
@@ -165,16 +178,16 @@ else
 	$(call run_stage,odapi,export.sh,$(export_args))
 endif
 
-tflite: $(if $(filter local,$(RUNNER)),$(VENV)/toco/.installed) ## TFLite (QUANT, EDGETPU) in the toco image, then parity
+tflite: $(call on_local,$(VENV)/toco/.installed $(odapi_venvs)) ## TFLite (QUANT, EDGETPU) in the toco image, then parity
 	$(call run_stage,toco,tflite.sh,$(tflite_args))
 
-tfjs: $(if $(filter local,$(RUNNER)),$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## TF.js graph model (QUANT=none|float16|uint8) in the tfjs image
+tfjs: $(call on_local,$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## TF.js graph model (QUANT=none|float16|uint8) in the tfjs image
 	$(call run_stage,tfjs,tfjs.sh,$(tfjs_args))
 
-parity: $(if $(filter local,$(RUNNER)),$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
+parity: $(call on_local,$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
 	$(call run_stage,toco,parity.sh,$(parity_args))
 
-synth: $(if $(filter local,$(RUNNER)),$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
+synth: $(call on_local,$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
 	$(call run_stage,odapi,synth.sh,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))
 
 ##@ Serving (docker-compose.yml; without Docker: the development model server + gunicorn)
@@ -242,7 +255,7 @@ bench-serving: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## s
 .PHONY: test test-core test-serving test-docker bench lint
 test: test-core test-serving test-client ## the whole test suite, locally (what it covers: README "Tests")
 
-test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json ## data, formats, training, export tests (.venv/odapi)
+test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(odapi_venvs) ## data, formats, training, export tests (.venv/odapi)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests --ignore=tests/serving --ignore=tests/client $(PYTEST_ARGS)
 
 test-serving: $(VENV)/modelserver/.dev-installed ## development model server tests (.venv/modelserver)

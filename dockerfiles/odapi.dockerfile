@@ -59,14 +59,18 @@ RUN n=0; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
 # TF Object Detection API, optional: --build-arg ODAPI=1 (see scripts/odapi/install_odapi.sh).
-# ODAPI_URL: another source archive, e.g. a local mirror with --network host; ODAPI_SHA256 checks it.
+# Its sources: dockerfiles/odapi-src/*.tar.gz when present (`make image-odapi ODAPI=1 ODAPI_ARCHIVE=...`
+# puts the archive there: no network needed), else downloaded from ODAPI_URL (default: GitHub at
+# ODAPI_COMMIT); ODAPI_SHA256 checks it.
 ARG ODAPI=0
 ARG ODAPI_COMMIT=45ecd69155b8279d550e1d51f1cc01e5f0eeaebb
 ARG ODAPI_URL=
 ARG ODAPI_SHA256=
 COPY dockerfiles/ca/ /tmp/odstack-ca/
+COPY dockerfiles/odapi-src/ /tmp/odapi-src/
 COPY scripts/odapi/install_odapi.sh /opt/odstack/scripts/odapi/install_odapi.sh
 RUN if [ "${ODAPI}" = 1 ]; then \
+        for archive in /tmp/odapi-src/*.tar.gz; do if [ -f "$archive" ]; then export ODAPI_ARCHIVE="$archive"; fi; done; \
         set -- /tmp/odstack-ca/*.crt; \
         if [ -f "$1" ]; then \
             cat /etc/ssl/certs/ca-certificates.crt /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem 2>/dev/null \
@@ -75,7 +79,7 @@ RUN if [ "${ODAPI}" = 1 ]; then \
         fi; \
         PYTHON=/opt/venv/bin/python bash /opt/odstack/scripts/odapi/install_odapi.sh; \
     else echo "odapi: built without the TF Object Detection API (ODAPI=0)"; fi; \
-    rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
+    rm -rf /tmp/odstack-ca /tmp/odapi-src /tmp/.keras /tmp/matplotlib
 
 # Writable by any uid when input/ and output/ are not mounted; mounted directories keep the host's
 # ownership (hence --user UID:GID).

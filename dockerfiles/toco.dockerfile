@@ -123,6 +123,30 @@ RUN n=0; \
     python -c "import tensorflow as tf, ai_edge_litert.interpreter; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
+# TF Object Detection API, optional: --build-arg ODAPI=1 (see scripts/odapi/install_odapi.sh): TFLite export of
+# an OD API model runs its export_tflite_graph_tf2, so this image needs it as the odapi image does.
+# Its sources: dockerfiles/odapi-src/*.tar.gz when present (`make image-odapi ODAPI=1 ODAPI_ARCHIVE=...`
+# puts the archive there: no network needed), else downloaded from ODAPI_URL (default: GitHub at
+# ODAPI_COMMIT); ODAPI_SHA256 checks it.
+ARG ODAPI=0
+ARG ODAPI_COMMIT=45ecd69155b8279d550e1d51f1cc01e5f0eeaebb
+ARG ODAPI_URL=
+ARG ODAPI_SHA256=
+COPY dockerfiles/ca/ /tmp/odstack-ca/
+COPY dockerfiles/odapi-src/ /tmp/odapi-src/
+COPY scripts/odapi/install_odapi.sh /opt/odstack/scripts/odapi/install_odapi.sh
+RUN if [ "${ODAPI}" = 1 ]; then \
+        for archive in /tmp/odapi-src/*.tar.gz; do if [ -f "$archive" ]; then export ODAPI_ARCHIVE="$archive"; fi; done; \
+        set -- /tmp/odstack-ca/*.crt; \
+        if [ -f "$1" ]; then \
+            cat /etc/ssl/certs/ca-certificates.crt /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem 2>/dev/null \
+                || cat /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem; \
+            export PIP_CERT=/tmp/odstack-ca/bundle.pem SSL_CERT_FILE=/tmp/odstack-ca/bundle.pem; \
+        fi; \
+        PYTHON=/opt/venv/bin/python bash /opt/odstack/scripts/odapi/install_odapi.sh; \
+    else echo "toco: built without the TF Object Detection API (ODAPI=0)"; fi; \
+    rm -rf /tmp/odstack-ca /tmp/odapi-src /tmp/.keras /tmp/matplotlib
+
 RUN mkdir -p /workspace/input /workspace/output && chmod 1777 /workspace /workspace/input /workspace/output
 
 COPY odstack/ /opt/odstack/odstack/

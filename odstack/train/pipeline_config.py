@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -562,6 +563,11 @@ class ProtoConfig(_PathConfig):
     def _python(descriptor, value):
         if descriptor.type == descriptor.TYPE_ENUM:
             return Ident(descriptor.enum_type.values_by_number[value].name)
+        if descriptor.type == descriptor.TYPE_FLOAT:
+            # a float field holds float32: 0.013333 reads back as 0.013333000242710114. Arithmetic on that
+            # would differ from the tree's (which reads the text) in the 6th digit; the shortest decimal
+            # that is the same float32 is what the config says, and what text_format prints.
+            return _shortest_float32(value)
         return value
 
     def _children(self, node, names):
@@ -617,6 +623,18 @@ class ProtoConfig(_PathConfig):
         count = (len(getattr(node, name)) if _is_repeated(descriptor) else int(node.HasField(name)))
         node.ClearField(name)
         return count
+
+
+def _shortest_float32(value: float) -> float:
+    """The shortest decimal (up to 9 digits, always enough) that rounds to the same float32 as ``value``."""
+    if not math.isfinite(value):
+        return value
+    exact = struct.pack("<f", value)
+    for digits in range(1, 10):
+        shorter = float(f"{value:.{digits}g}")
+        if struct.pack("<f", shorter) == exact:
+            return shorter
+    return value
 
 
 def _is_repeated(descriptor) -> bool:
@@ -769,8 +787,10 @@ def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: in
             previous = scaled
 
     # learning rates: an explicit peak, or the batch-size scaling rule
+    # learning rates are float32 fields: read them as float32 in both backends (a template may spell
+    # 0.00025 as 0.0002500000118743628), so both compute the same scaled values
     names = LR_FIELDS[schedule]
-    peak = current(names[0])
+    peak = _shortest_float32(current(names[0]))
     factor = 1.0
     if learning_rate is not None:
         factor = learning_rate / peak if peak else 1.0
@@ -784,12 +804,12 @@ def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: in
         if learning_rate is None:
             put(f"{path}.{names[0]}", _round(peak * factor))
         for name in names[1:]:
-            value = current(name)
+            value = _shortest_float32(current(name))
             if value or config.has(f"{path}.{name}"):
                 put(f"{path}.{name}", _round(value * factor))
         if schedule == "manual_step_learning_rate":
             for index, value in enumerate(config.get_all(f"{path}.schedule.learning_rate")):
-                put(f"{path}.schedule[{index}].learning_rate", _round(value * factor))
+                put(f"{path}.schedule[{index}].learning_rate", _round(_shortest_float32(value) * factor))
     return schedule
 
 

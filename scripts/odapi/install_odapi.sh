@@ -32,7 +32,8 @@
 #     and `import tensorflow_io` in meta_architectures/deepmac_meta_arch.py likewise: setup.py lists
 #     tensorflow-io, whose last release (0.37.1) targets TF 2.17; only DeepMAC's colour-consistency
 #     loss calls it (tfio.experimental.color.rgb_to_lab), so it is not installed
-#  4. pip install the package without dependencies (the environment already pins them)
+#  4. pip install the package without dependencies (the environment already pins them), and copy its
+#     sample configs (configs/tf2 or tf1) beside it: pip leaves them out, odstack's tests render them
 #  5. TF2 only, installed tf-slim (1.1.0): control_flow_ops.case/cond no longer exist in TF >= 2.13
 #     (tensorflow/models#11113, #13494); tf_slim calls them when decoding images
 #     (data/tfexample_decoder.py) and in layers/utils.py and metrics/metric_ops.py. They become
@@ -48,6 +49,11 @@ LVIS_VERSION="${LVIS_VERSION:-0.5.3}"
 if [ -z "${PYTHON:-}" ]; then
     PYTHON=$(command -v python || command -v python3)
 fi
+# Relative paths become absolute now, since the script changes directory later (a bare command name
+# such as python3 stays a PATH lookup). Symlinks are not resolved: a venv's bin/python is one, and the
+# path it is called by is what selects the venv.
+case "$PYTHON" in /*) ;; */*) PYTHON="$PWD/$PYTHON" ;; esac
+case "${ODAPI_ARCHIVE:-/}" in /*) ;; *) ODAPI_ARCHIVE="$PWD/$ODAPI_ARCHIVE" ;; esac
 
 log() { echo "install_odapi: $*" >&2; }
 die() { echo "install_odapi: ERROR: $*" >&2; exit 1; }
@@ -154,6 +160,15 @@ cp "$SRC/object_detection/packages/tf${TF_MAJOR}/setup.py" "$SRC/setup.py"
 log "pip install object_detection (no dependencies) + lvis==$LVIS_VERSION"
 "$PYTHON" -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-deps --no-build-isolation "$SRC"
 "$PYTHON" -m pip install --quiet --no-cache-dir --disable-pip-version-check --no-deps "lvis==$LVIS_VERSION"
+# The sample configs are not Python packages, so pip leaves them out; odstack renders them (any
+# configs/tf<N>/*.config works as MODEL=path), so they go beside the installed package.
+if [ -d "$SRC/object_detection/configs/tf${TF_MAJOR}" ]; then
+    INSTALLED=$("$PYTHON" -c 'import os, object_detection; print(os.path.dirname(object_detection.__file__))')
+    mkdir -p "$INSTALLED/configs"
+    rm -rf "$INSTALLED/configs/tf${TF_MAJOR}"
+    cp -r "$SRC/object_detection/configs/tf${TF_MAJOR}" "$INSTALLED/configs/"
+    log "sample configs: $INSTALLED/configs/tf${TF_MAJOR} ($(ls "$INSTALLED/configs/tf${TF_MAJOR}" | wc -l) files)"
+fi
 
 # ------------------------------------------------------------------------------------ 5. tf-slim
 if [ "$TF_MAJOR" = 2 ]; then
