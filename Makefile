@@ -30,6 +30,8 @@ STEPS ?=                 ## train: total training steps (default 1000)
 BATCH ?=                 ## train: batch size (default: the model's)
 IMAGE_SIZE ?=            ## train: input size in pixels, tfvision (default 320)
 GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto)
+REPLAN ?=                ## train: 1 = resuming a run to more STEPS than planned re-plans its learning-rate schedule (a warm restart)
+ARGS ?=                  ## any other setting of the stage as key=value pairs, e.g. ARGS="zoo_url=file:///mnt/zoo learning_rate=0.01" (python -m odstack MODE --help lists them)
 CHECKPOINT ?=            ## eval: latest | best | a path (default latest); export: the same (default best)
 TF ?= 2                  ## train/export: 1 = the TF1.15 OD API image (odapi-tf1) for TF1 zoo configs
 TB_PORT ?= 6006          ## tensorboard: port on 127.0.0.1
@@ -61,21 +63,17 @@ REQ := dockerfiles/requirements
 # $(call on_local,<prerequisites>): what a target needs when it runs in the local venvs (nothing for docker)
 on_local = $(if $(filter local,$(RUNNER)),$(1))
 
-# key=value arguments for `python -m odstack data`, only for the variables that are set
-data_args = $(strip $(if $(SRC),src=$(SRC)) $(if $(OUT),out=$(OUT)) $(if $(FORMAT),format=$(FORMAT)) \
-	$(if $(VAL_FRACTION),val_fraction=$(VAL_FRACTION)) $(if $(SEED),seed=$(SEED)) $(if $(SPLIT),split=$(SPLIT)) \
-	$(if $(SHARDS),shards=$(SHARDS)) $(if $(STRICT),strict=$(STRICT)) $(if $(LABEL_MAP),label_map=$(LABEL_MAP)) \
-	$(if $(VERIFY),verify=$(VERIFY)) $(if $(WORKERS),workers=$(WORKERS)))
-
-train_args = $(strip $(if $(ENGINE),engine=$(ENGINE)) $(if $(MODEL),model=$(MODEL)) $(if $(RUN),run=$(RUN)) \
-	$(if $(DATA),data=$(DATA)) $(if $(STEPS),steps=$(STEPS)) $(if $(BATCH),batch=$(BATCH)) \
-	$(if $(IMAGE_SIZE),image_size=$(IMAGE_SIZE)) $(if $(GPUS),gpus=$(GPUS)))
-export_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(CHECKPOINT),checkpoint=$(CHECKPOINT)) $(if $(MODEL_NAME),model_name=$(MODEL_NAME)))
-tflite_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(QUANT),quant=$(QUANT)) $(if $(EDGETPU),edgetpu=$(EDGETPU)) \
-	$(if $(CALIBRATION),calibration_images=$(CALIBRATION)) $(if $(DATA),data=$(DATA)))
-tfjs_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(QUANT),quant=$(QUANT)))
-parity_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(DATA),data=$(DATA)))
-eval_args = $(strip $(if $(RUN),run=$(RUN)) $(if $(DATA),data=$(DATA)) $(if $(CHECKPOINT),checkpoint=$(CHECKPOINT)))
+# $(call kv,VAR=key ...): "key=value" for every VAR that is set (value: $(VAR)), then ARGS
+kv = $(strip $(foreach pair,$(1),$(if $($(firstword $(subst =, ,$(pair)))),$(lastword $(subst =, ,$(pair)))=$($(firstword $(subst =, ,$(pair)))))) $(ARGS))
+data_args = $(call kv,SRC=src OUT=out FORMAT=format VAL_FRACTION=val_fraction SEED=seed SPLIT=split SHARDS=shards \
+	STRICT=strict LABEL_MAP=label_map VERIFY=verify WORKERS=workers)
+train_args = $(call kv,ENGINE=engine MODEL=model RUN=run DATA=data STEPS=steps BATCH=batch IMAGE_SIZE=image_size \
+	GPUS=gpus REPLAN=replan)
+export_args = $(call kv,RUN=run CHECKPOINT=checkpoint MODEL_NAME=model_name)
+tflite_args = $(call kv,RUN=run QUANT=quant EDGETPU=edgetpu CALIBRATION=calibration_images DATA=data)
+tfjs_args = $(call kv,RUN=run QUANT=quant)
+parity_args = $(call kv,RUN=run DATA=data)
+eval_args = $(call kv,RUN=run DATA=data CHECKPOINT=checkpoint)
 # GPUs in containers need the NVIDIA runtime; ask for them only when the engine has it and GPUS allows.
 docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia && echo y),--gpus $(if $(filter-out auto all,$(GPUS)),'"device=$(GPUS)"',all)))
 

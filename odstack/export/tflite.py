@@ -33,7 +33,6 @@ with the outputs (boxes normalized to the S x S input; :func:`postprocess` maps 
 """
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -60,6 +59,16 @@ _PREFIX = "tflite"
 MEAN_RGB = [0.485 * 255, 0.456 * 255, 0.406 * 255]
 STDDEV_RGB = [0.229 * 255, 0.224 * 255, 0.225 * 255]
 LOOP_OPS = ("While", "StatelessWhile", "TensorListReserve", "TensorListFromTensor")
+# the two bilinear resizes the engines' SavedModels do (model_info.json names the one an app must reproduce)
+TF2_RESIZE = "bilinear_half_pixel_centers"      # tf.image.resize: Model Garden's resize_and_crop_image
+ODAPI_RESIZE = "bilinear_v1"                    # tf.compat.v1.image.resize_images(align_corners=False)
+# TFLite_Detection_PostProcess's outputs, in the op's own order (TFLite's detection_postprocess kernel)
+POSTPROCESS_OUTPUTS = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
+OUTPUTS_ABOUT = ["detection_boxes [1,N,4] ymin,xmin,ymax,xmax normalized to the model input",
+                 "detection_classes [1,N] (labels.txt line; + class_offset = label-map id)",
+                 "detection_scores [1,N]", "num_detections [1] (rows past it are undefined)",
+                 "the outputs are those of the TFLite_Detection_PostProcess op, in this order; signature names "
+                 "may differ (output_0..3 for OD API models)"]
 
 
 @dataclass
@@ -175,23 +184,62 @@ def _tfvision_graph(run, checkpoint: Path, nms, scratch: Path) -> tuple[Path, di
             checkpoint_path=str(checkpoint), export_dir=str(out))
     spec = {
         "input": {"dtype": "float32", "shape": [1, size[0], size[1], 3], "color": "RGB", "mean": MEAN_RGB,
-                  "std": STDDEV_RGB, "resize": "letterbox", "pad_value": 0.0,
-                  "about": "(pixel - mean) / std; scaled to fit keeping the aspect ratio (bilinear), top-left, "
-                           "rest 0"},
-        "outputs": ["detection_boxes [1,N,4] ymin,xmin,ymax,xmax normalized to the input",
-                    "detection_classes [1,N] (labels.txt line; + class_offset = label-map id)",
-                    "detection_scores [1,N]", "num_detections [1] (rows past it are undefined)"],
+                  "std": STDDEV_RGB, "resize": "letterbox", "resize_method": TF2_RESIZE, "pad_value": 0.0,
+                  "about": "(pixel - mean) / std; scaled to fit keeping the aspect ratio (bilinear with half-pixel "
+                           "centres, tf.image.resize; scaled size rounded half to even), placed top-left, rest 0"},
+        "outputs": OUTPUTS_ABOUT,
         "class_offset": 0,  # Model Garden's class channels include background at 0: channel k = label id k
     }
     return out, spec
 
 
-ODAPI_TFLITE_ARCHS = ("ssd",)
 ODAPI_REFUSED = {
     "faster_rcnn": "Faster R-CNN / Mask R-CNN are two-stage (crop-and-resize over a dynamic number of "
                    "proposals): the OD API has no TFLite export for them",
-    "center_net": "CenterNet's TFLite export (keypoints) is not wired into odstack",
+    "center_net": "CenterNet's TFLite export (other outputs, keypoints) is not wired into odstack",
 }
+# what the OD API's feature extractors do to pixels (their preprocess()), as (mean, std) per RGB channel
+ODAPI_NORMALIZATION = {
+    "efficientnet": (MEAN_RGB, STDDEV_RGB),
+    "resnet": ([123.68, 116.779, 103.939], [1.0, 1.0, 1.0]),
+    "mobilenet": ([127.5] * 3, [127.5] * 3),                       # (2 / 255) * pixel - 1
+}
+
+
+def odapi_tflite_spec(config_path: Path) -> dict[str, Any]:
+    """The input/output spec of the OD API TFLite graph for this pipeline.config (model_info.json's), or an
+    ExportError saying why TFLite cannot take the model. The rule is zoo.TFLITE_ARCHS, the one `make models`
+    shows."""
+    from odstack.train import pipeline_config, zoo
+
+    text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+    config = pipeline_config.load(text, str(config_path), use_protos=False)
+    found = config.paths("model.{ssd|faster_rcnn|center_net}")
+    arch = found[0].rpartition(".")[2] if found else "unknown"
+    resizers = config.paths(f"model.{arch}.image_resizer.*")
+    resizer = resizers[0].rpartition(".")[2] if resizers else "none"
+    if not zoo.tflite_supported(arch, resizer):
+        reason = ODAPI_REFUSED.get(arch) or (
+            f"TFLite needs a fixed input size: this SSD config has a {resizer}, not a fixed_shape_resizer"
+            if arch == "ssd" else f"meta-architecture {arch!r} has no TFLite path")
+        raise ExportError(f"TFLite cannot take this model: {reason}", where=str(config_path),
+                          hint="TFLite takes SSD models of a fixed size (MODEL=ssd_mobilenet_v2_320x320, "
+                               "ssd_mobilenet_v2_fpnlite_320x320 or _640x640; `make models` lists them); serve "
+                               "this one with TF Serving (make export)")
+    height, width = (config.get(f"model.ssd.image_resizer.fixed_shape_resizer.{k}") for k in ("height", "width"))
+    extractor = str(config.get("model.ssd.feature_extractor.type") or "")
+    family = next((k for k in ODAPI_NORMALIZATION if k in extractor), "mobilenet")
+    mean, std = ODAPI_NORMALIZATION[family]
+    return {
+        "input": {"dtype": "float32", "shape": [1, int(height), int(width), 3], "color": "RGB", "mean": mean,
+                  "std": std, "resize": "stretch", "resize_method": ODAPI_RESIZE, "pad_value": 0.0,
+                  "about": "(pixel - mean) / std; resized to the input size, aspect ratio not kept, bilinear "
+                           "without half-pixel centres (tf.compat.v1.image.resize_images, align_corners=false: "
+                           "what the OD API's fixed_shape_resizer does in the SavedModel)"},
+        "outputs": OUTPUTS_ABOUT,
+        "class_offset": 1,  # OD API TFLite classes are 0-based (background removed): label id = class + 1
+        "feature_extractor": extractor,
+    }
 
 
 def _odapi_graph(run, checkpoint: Path, nms, scratch: Path) -> tuple[Path, dict[str, Any]]:
@@ -199,45 +247,16 @@ def _odapi_graph(run, checkpoint: Path, nms, scratch: Path) -> tuple[Path, dict[
     from odstack.train.engines import odapi
 
     config = run.path / "pipeline.config"
-    text = config.read_text(encoding="utf-8") if config.exists() else ""
-    match = re.search(r"^model\s*\{\s*(\w+)\s*\{", text, re.MULTILINE)
-    arch = match.group(1) if match else "unknown"
-    if arch not in ODAPI_TFLITE_ARCHS:
-        reason = ODAPI_REFUSED.get(arch, f"meta-architecture {arch!r} has no TFLite path")
-        raise ExportError(f"TFLite cannot take this model: {reason}", where=str(config),
-                          hint="TFLite takes the SSD family (e.g. MODEL=ssd_mobilenet_v2_320x320, "
-                               "ssd_mobilenet_v2_fpnlite_320x320); serve this one with TF Serving (make export)")
+    spec = odapi_tflite_spec(config)
     if not odapi.available():
         raise ConfigError("TFLite export of an ENGINE=odapi run needs the TF Object Detection API "
                           f"(object_detection.export_tflite_graph_tf2), not installed for {sys.executable}",
                           hint=odapi.GET_IT)
-    height = re.search(r"fixed_shape_resizer\s*\{[^}]*height:\s*(\d+)", text)
-    width = re.search(r"fixed_shape_resizer\s*\{[^}]*width:\s*(\d+)", text)
-    if not (height and width):
-        raise ExportError("TFLite needs a fixed input size: this SSD config has no fixed_shape_resizer",
-                          where=str(config))
-    extractor = (re.search(r"feature_extractor\s*\{\s*type:\s*['\"]([^'\"]+)", text) or [None, ""])[1]
-    if "efficientnet" in extractor:
-        mean, std = MEAN_RGB, STDDEV_RGB
-    elif "resnet" in extractor:
-        mean, std = [123.68, 116.779, 103.939], [1.0, 1.0, 1.0]
-    else:  # MobileNet family: (2 / 255) * pixel - 1
-        mean, std = [127.5] * 3, [127.5] * 3
     out = scratch / "odapi_tflite"
     odapi._run([sys.executable, "-m", "object_detection.export_tflite_graph_tf2",
                 f"--pipeline_config_path={config}", f"--trained_checkpoint_dir={odapi_checkpoint_dir(checkpoint, scratch)}",
                 f"--output_directory={out}", f"--max_detections={nms.max_detections}"],
                odapi._environment(None), run.path / "export.log", "export_tflite_graph_tf2")
-    size = [int(height.group(1)), int(width.group(1))]
-    spec = {
-        "input": {"dtype": "float32", "shape": [1, size[0], size[1], 3], "color": "RGB", "mean": mean, "std": std,
-                  "resize": "stretch", "pad_value": 0.0,
-                  "about": "(pixel - mean) / std; resized to the input size (bilinear), aspect ratio not kept"},
-        "outputs": ["detection_boxes [1,N,4] normalized", "detection_classes [1,N] 0-based",
-                    "detection_scores [1,N]", "num_detections [1]"],
-        "class_offset": 1,  # OD API TFLite classes are 0-based (background removed): label id = class + 1
-        "feature_extractor": extractor,
-    }
     return out / "saved_model", spec
 
 
@@ -401,7 +420,11 @@ def preprocess(image: np.ndarray, spec: dict[str, Any]) -> tuple[np.ndarray, tup
         scaled = np.round(hw * scale).astype(np.int32)
     else:
         scaled = size.astype(np.int32)
-    x = tf.image.resize(x, scaled, method="bilinear").numpy()
+    if spec["input"].get("resize_method") == ODAPI_RESIZE:
+        x = tf.compat.v1.image.resize_images(x, scaled, method=tf.compat.v1.image.ResizeMethod.BILINEAR,
+                                             align_corners=False).numpy()
+    else:
+        x = tf.image.resize(x, scaled, method="bilinear").numpy()
     out = np.full((1, int(size[0]), int(size[1]), 3), spec["input"].get("pad_value", 0.0), np.float32)
     out[0, :scaled[0], :scaled[1]] = x
     return out, (float(scaled[0]), float(scaled[1]))
@@ -421,13 +444,19 @@ def postprocess(outputs: dict[str, np.ndarray], spec: dict[str, Any],
 
 
 def read_outputs(interpreter) -> dict[str, np.ndarray]:
-    """Outputs by name: the signature's names when the model has one, else the OD API TFLite order."""
-    signatures = interpreter.get_signature_list()
-    if signatures:
-        key = next(iter(signatures))
-        names = signatures[key]["outputs"]
-        runner_outputs = interpreter._get_full_signature_list()[key]["outputs"]
-        return {name: interpreter.get_tensor(runner_outputs[name]) for name in names}
-    details = interpreter.get_output_details()
-    order = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
-    return {name: interpreter.get_tensor(d["index"]) for name, d in zip(order, details)}
+    """The four detection outputs by their role: the tensors TFLite_Detection_PostProcess writes, in the op's
+    own order (boxes, classes, scores, count). Signature names are not trusted: the OD API's converted models
+    call them output_0..3, in an order that is not the op's."""
+    post = [op for op in interpreter._get_ops_details() if op["op_name"] == POSTPROCESS_OP]
+    if len(post) != 1:
+        raise ExportError(f"expected one {POSTPROCESS_OP} op in the TFLite model, found {len(post)}")
+    roles = dict(zip(post[0]["outputs"], POSTPROCESS_OUTPUTS))
+    outputs = {roles[d["index"]]: interpreter.get_tensor(d["index"])
+               for d in interpreter.get_output_details() if d["index"] in roles}
+    if set(outputs) != set(POSTPROCESS_OUTPUTS):
+        raise ExportError(f"the TFLite model's outputs are not those of its {POSTPROCESS_OP} op "
+                          f"(found {sorted(outputs)})")
+    boxes, count = outputs["detection_boxes"], outputs["num_detections"]
+    if boxes.shape[-1] != 4 or np.asarray(count).size != 1:
+        raise ExportError(f"unexpected TFLite output shapes: boxes {boxes.shape}, num_detections {np.shape(count)}")
+    return outputs

@@ -59,6 +59,8 @@ SCHEDULE_DEFAULTS = {
     "manual_step_learning_rate": {"initial_learning_rate": 0.002},
     "constant_learning_rate": {"learning_rate": 0.002},
 }
+# proto defaults of keep_aspect_ratio_resizer (object_detection/protos/image_resizer.proto)
+KEEP_ASPECT_DEFAULTS = {"min_dimension": 600, "max_dimension": 1024}
 # the fields holding learning rates, peak first
 LR_FIELDS = {
     "cosine_decay_learning_rate": ("learning_rate_base", "warmup_learning_rate"),
@@ -677,13 +679,15 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
            val_input: str | list[str], steps: int, batch_size: int | None = None,
            learning_rate: float | None = None, fine_tune_checkpoint: str | Path | None = None,
            fine_tune_checkpoint_type: str = "detection", checkpoint_version: str | None = "V2",
-           val_images: int | None = None,
+           val_images: int | None = None, image_size: int | None = None,
            use_protos: bool | None = None, where: str | None = None) -> Rendered:
     """Render a pipeline config text from a template text (see the module docstring).
 
     ``fine_tune_checkpoint`` None trains from scratch (the template's fine-tune fields are removed);
     ``fine_tune_checkpoint_type`` "detection" restores a whole detector's backbone + heads' base.
     ``checkpoint_version`` V2 for TF2 object-based checkpoints; None leaves it (TF1 configs).
+    ``image_size`` sets the model's input size: a fixed_shape_resizer's height and width, or a
+    keep_aspect_ratio_resizer's max_dimension (min_dimension in proportion).
     """
     if steps < 1:
         raise ConfigError(f"steps={steps}: must be at least 1")
@@ -702,6 +706,8 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
                           hint="use a zoo config of an SSD/EfficientDet, Faster R-CNN or CenterNet model")
     model_type = model_paths[0].rpartition(".")[2]
     put(f"model.{model_type}.num_classes", int(num_classes))
+    if image_size is not None:
+        _render_image_size(config, put, model_type, int(image_size), where)
 
     template_steps = config.get("train_config.num_steps")
     template_batch = config.get("train_config.batch_size")
@@ -742,6 +748,61 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
     return Rendered(text=config.to_text(), backend=config.backend, changes=changes,
                     template_steps=template_steps, template_batch=template_batch, model_type=model_type,
                     schedule=schedule)
+
+
+def _render_image_size(config: _PathConfig, put, model_type: str, size: int, where: str | None) -> None:
+    if size < 32:
+        raise ConfigError(f"image_size={size}: must be at least 32 pixels")
+    resizer = f"model.{model_type}.image_resizer"
+    if config.has(f"{resizer}.fixed_shape_resizer"):
+        put(f"{resizer}.fixed_shape_resizer.height", size)
+        put(f"{resizer}.fixed_shape_resizer.width", size)
+    elif config.has(f"{resizer}.keep_aspect_ratio_resizer"):
+        keep = f"{resizer}.keep_aspect_ratio_resizer"
+        low = config.get(f"{keep}.min_dimension", KEEP_ASPECT_DEFAULTS["min_dimension"])
+        high = config.get(f"{keep}.max_dimension", KEEP_ASPECT_DEFAULTS["max_dimension"])
+        put(f"{keep}.max_dimension", size)
+        put(f"{keep}.min_dimension", max(1, int(round(low * size / high))))
+    else:
+        raise ConfigError("image_size= given, but the config's image_resizer is neither a fixed_shape_resizer "
+                          "nor a keep_aspect_ratio_resizer", where=where,
+                          hint="leave IMAGE_SIZE unset for this model (it keeps the config's own size)")
+
+
+def input_size(config: _PathConfig) -> int | None:
+    """The model's input size as image_size= sets it (fixed height, or the keep-aspect max dimension)."""
+    found = config.paths(f"model.{{{'|'.join(MODEL_TYPES)}}}")
+    if not found:
+        return None
+    resizer = f"{found[0]}.image_resizer"
+    if config.has(f"{resizer}.fixed_shape_resizer"):
+        return config.get(f"{resizer}.fixed_shape_resizer.height")
+    if config.has(f"{resizer}.keep_aspect_ratio_resizer"):
+        return config.get(f"{resizer}.keep_aspect_ratio_resizer.max_dimension", KEEP_ASPECT_DEFAULTS["max_dimension"])
+    return None
+
+
+def learning_rate_at(config: _PathConfig, step: int) -> float | None:
+    """The learning rate the OD API's schedule gives at ``step`` (cosine and constant schedules; else None).
+    Follows object_detection/utils/learning_schedules.py: linear warm-up, hold, cosine decay, 0 past the end."""
+    found = config.paths(SCHEDULE_PATH)
+    if len(found) != 1:
+        return None
+    path, schedule = found[0], found[0].rpartition(".")[2]
+    values = {name: config.get(f"{path}.{name}", default) for name, default in SCHEDULE_DEFAULTS[schedule].items()}
+    if schedule == "constant_learning_rate":
+        return float(values["learning_rate"])
+    if schedule != "cosine_decay_learning_rate":
+        return None
+    base, total = float(values["learning_rate_base"]), int(values["total_steps"])
+    warmup, hold = int(values["warmup_steps"]), int(values["hold_base_rate_steps"])
+    if step > total:
+        return 0.0
+    if warmup and step < warmup:
+        return float(values["warmup_learning_rate"]) + (base - float(values["warmup_learning_rate"])) * step / warmup
+    if step <= warmup + hold and hold:
+        return base
+    return 0.5 * base * (1 + math.cos(math.pi * (step - warmup - hold) / max(1, total - warmup - hold)))
 
 
 def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: int | None,
@@ -818,15 +879,17 @@ def _round(value: float) -> float:
     return float(f"{value:.6g}")
 
 
-def render_file(template: Path, out: Path, **kwargs) -> Rendered:
-    """Render ``template`` into ``out`` (written atomically); returns what was set."""
-    template = Path(template)
+def read_template(template: Path) -> str:
     try:
-        text = template.read_text(encoding="utf-8")
+        return Path(template).read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigError(f"cannot read the pipeline config template: {error.strerror}", where=str(template)) from None
+
+
+def render_file(template: Path, out: Path, **kwargs) -> Rendered:
+    """Render ``template`` into ``out`` (written atomically); returns what was set."""
     kwargs.setdefault("where", str(template))
-    rendered = render(text, **kwargs)
+    rendered = render(read_template(template), **kwargs)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out, rendered.text)

@@ -47,6 +47,7 @@ class TrainSettings:
     from_scratch: bool = False
     init_checkpoint: str | None = None
     gpus: str = "auto"
+    replan: bool = False
     zoo_cache: Path = Path("~/.cache/odstack/zoo")
     zoo_url: str = "auto"
 
@@ -148,6 +149,11 @@ class RunDir:
     def exists(self) -> bool:
         return self.run_json.exists()
 
+    def trained(self) -> bool:
+        """True once the run has a checkpoint: only then does `make train` resume it. A first attempt that
+        failed before training (a download error, a typo) leaves run.json but nothing to resume."""
+        return latest_checkpoint(self.path) is not None
+
     def info(self) -> dict[str, Any]:
         if not self.exists():
             raise ConfigError(f"no training run at {self.path}", hint="train first: `make train`, or pass RUN=<name>")
@@ -162,7 +168,7 @@ class RunDir:
             "data": str(data.directory),
             "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(settings).items()},
         }
-        if self.exists():
+        if self.exists() and self.trained():
             previous = self.info()
             for key in ("engine", "model", "labels"):
                 if previous.get(key) != record[key]:
@@ -170,7 +176,7 @@ class RunDir:
                         f"run {self.path.name!r} exists with a different {key} ({previous.get(key)!r})",
                         where=str(self.path), hint="pass RUN=<a new name> to start a new run, or remove the old one")
             record["created"] = previous.get("created")
-        else:
+        else:  # new, or an earlier attempt that never trained: start afresh
             self.path.mkdir(parents=True, exist_ok=True)
             record["created"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         record["updated"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -19,7 +19,7 @@ def train(settings: TrainSettings) -> RunDir:
     engine = engines.get(settings.engine)
     data = DatasetInfo.load(settings.data)
     run = RunDir.named(settings.resolved_run())
-    resumed = run.exists()  # engine.train starts (or checks and resumes) the run itself
+    resumed = run.trained()  # engine.train starts (or checks and resumes) the run itself
     LOGGER.info("train[%s]: %s run %s: model %s, %d classes, %s train / %s val images, %d steps",
                 engine.NAME, "resuming" if resumed else "new", run.path, settings.resolved_model(),
                 data.num_classes, data.train_images or "?", data.val_images or "?", settings.steps)

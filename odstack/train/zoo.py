@@ -36,6 +36,17 @@ ZOO_URL = "http://download.tensorflow.org/models/object_detection/tf2"
 ZOO_DOC = ("https://github.com/tensorflow/models/blob/master/research/object_detection/g3doc/"
            "tf2_detection_zoo.md")
 OK_MARKER = ".odstack-ok"
+# odstack's TFLite path (export_tflite_graph_tf2 + TFLite_Detection_PostProcess): SSD models with a fixed
+# input size. Not EfficientDet (an SSD whose keep_aspect_ratio_resizer pads, which the TFLite input spec
+# does not describe yet), CenterNet (other outputs, not wired in) or Faster R-CNN (no TFLite export:
+# crop-and-resize over a dynamic number of proposals).
+TFLITE_ARCHS = ("ssd",)
+TFLITE_RESIZERS = ("fixed_shape_resizer",)
+
+
+def tflite_supported(arch: str, resizer: str) -> bool:
+    """The one rule for `make models` (zoo table) and `make tflite` (the run's pipeline.config)."""
+    return arch in TFLITE_ARCHS and resizer in TFLITE_RESIZERS
 CHUNK = 1 << 20
 
 
@@ -49,10 +60,16 @@ class ZooModel:
     date: str              # the official URL's date directory
     speed_ms: int          # zoo table "Speed (ms)"
     coco_map: float        # zoo table "COCO mAP"
-    tflite: bool           # the OD API's TFLite path supports it (SSD, not EfficientDet; CenterNet MobileNetV2 only)
+    arch: str              # the config's meta-architecture: model { <arch> { ... } } (ssd, center_net, faster_rcnn)
+    resizer: str           # its image_resizer: fixed_shape_resizer or keep_aspect_ratio_resizer
     batch: int             # odstack's default batch: one GPU of ~16 GB (the zoo trained on 8-32 TPU cores)
     checkpoint: str | None = "ckpt-0"   # checkpoint/<prefix> inside the archive; None: whichever ckpt-N it has
     sha256: str | None = None           # pinned digest of the archive, where known
+
+    @property
+    def tflite(self) -> bool:
+        """odstack's TFLite path takes it (one rule, by meta-architecture, for `make models` and `make tflite`)."""
+        return tflite_supported(self.arch, self.resizer)
 
     @property
     def stem(self) -> str:
@@ -66,24 +83,24 @@ class ZooModel:
 
 MODELS: tuple[ZooModel, ...] = (
     ZooModel("ssd_mobilenet_v2_320x320", "SSD MobileNet v2 320x320",
-             "ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz", "20200711", 19, 20.2, True, 32),
+             "ssd_mobilenet_v2_320x320_coco17_tpu-8.tar.gz", "20200711", 19, 20.2, "ssd", "fixed_shape_resizer", 32),
     ZooModel("ssd_mobilenet_v2_fpnlite_320x320", "SSD MobileNet V2 FPNLite 320x320",
-             "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.tar.gz", "20200711", 22, 22.2, True, 32),
+             "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.tar.gz", "20200711", 22, 22.2, "ssd", "fixed_shape_resizer", 32),
     ZooModel("ssd_mobilenet_v2_fpnlite_640x640", "SSD MobileNet V2 FPNLite 640x640",
-             "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8.tar.gz", "20200711", 39, 28.2, True, 16),
+             "ssd_mobilenet_v2_fpnlite_640x640_coco17_tpu-8.tar.gz", "20200711", 39, 28.2, "ssd", "fixed_shape_resizer", 16),
     ZooModel("efficientdet_d0", "EfficientDet D0 512x512",
-             "efficientdet_d0_coco17_tpu-32.tar.gz", "20200711", 39, 33.6, False, 16),
+             "efficientdet_d0_coco17_tpu-32.tar.gz", "20200711", 39, 33.6, "ssd", "keep_aspect_ratio_resizer", 16),
     ZooModel("efficientdet_d1", "EfficientDet D1 640x640",
-             "efficientdet_d1_coco17_tpu-32.tar.gz", "20200711", 54, 38.4, False, 8),
+             "efficientdet_d1_coco17_tpu-32.tar.gz", "20200711", 54, 38.4, "ssd", "keep_aspect_ratio_resizer", 8),
     ZooModel("efficientdet_d2", "EfficientDet D2 768x768",
-             "efficientdet_d2_coco17_tpu-32.tar.gz", "20200711", 67, 41.8, False, 4),
+             "efficientdet_d2_coco17_tpu-32.tar.gz", "20200711", 67, 41.8, "ssd", "keep_aspect_ratio_resizer", 4),
     ZooModel("centernet_resnet50_v1_fpn_512x512", "CenterNet Resnet50 V1 FPN 512x512",
-             "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz", "20200711", 27, 31.2, False, 16),
+             "centernet_resnet50_v1_fpn_512x512_coco17_tpu-8.tar.gz", "20200711", 27, 31.2, "center_net", "keep_aspect_ratio_resizer", 16),
     ZooModel("centernet_mobilenetv2_fpn_512x512", "CenterNet MobileNetV2 FPN 512x512",
-             "centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz", "20210210", 6, 23.4, True, 32,
+             "centernet_mobilenetv2fpn_512x512_coco17_od.tar.gz", "20210210", 6, 23.4, "center_net", "keep_aspect_ratio_resizer", 32,
              checkpoint=None),
     ZooModel("faster_rcnn_resnet50_v1_640x640", "Faster R-CNN ResNet50 V1 640x640",
-             "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.tar.gz", "20200711", 53, 29.3, False, 8),
+             "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.tar.gz", "20200711", 53, 29.3, "faster_rcnn", "keep_aspect_ratio_resizer", 8),
 )
 
 # other spellings people use: the sample config names and the zoo's own titles
@@ -119,7 +136,7 @@ def get(name: str) -> ZooModel:
 def table() -> list[dict]:
     """One row per model, for `make models`."""
     return [{"name": m.name, "title": m.title, "archive": m.archive, "speed_ms": m.speed_ms,
-             "coco_map": m.coco_map, "tflite": m.tflite, "batch": m.batch} for m in MODELS]
+             "coco_map": m.coco_map, "arch": m.arch, "tflite": m.tflite, "batch": m.batch} for m in MODELS]
 
 
 def download(name: str, cache: Path, base_url: str = "auto", sha256: str | None = None) -> Path:

@@ -9,6 +9,7 @@ chunking, checkpoint checks, metrics.json, best/) is the real code.
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -195,10 +196,11 @@ def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, serve
                                                              "ckpt-3.index"]
     assert json.loads(run.run_json.read_text())["engine"] == "odapi"
 
-    # resume: same run, more steps -> no download, continues from step 300, re-renders the schedule
+    # resume: same run, more steps, re-planned on request -> no download, continues from step 300,
+    # re-renders the schedule
     (www / MODEL.archive).unlink()
     fake.commands.clear()
-    odapi.train(run, zoo_settings(tmp_path, base, steps=500, checkpoint_every=200), data)
+    odapi.train(run, zoo_settings(tmp_path, base, steps=500, checkpoint_every=200, replan=True), data)
     trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
     assert [(c[-3], c[-2]) for c in trained] == [("--num_train_steps=400", "--checkpoint_every_n=100"),
                                                  ("--num_train_steps=500", "--checkpoint_every_n=100")]
@@ -296,3 +298,87 @@ def test_real_training_from_scratch_resume_and_evaluate(object_detection, tmp_pa
     assert set(again) == set(odapi.COCO_KEYS) | {"step"}
     assert list((run.path / "train").glob("events.out.tfevents.*"))
     assert list((run.path / "eval").glob("events.out.tfevents.*"))
+
+
+# ============================================================== resuming: the plan, the input size
+def _trained_run(fake, server, tmp_path, **overrides) -> tuple[RunDir, DatasetInfo, str]:  # noqa: F811
+    base, www, _ = server
+    serve_zoo_archive(www)
+    data = make_dataset(tmp_path / "records")
+    run = RunDir(tmp_path / "output" / "r1")
+    odapi.train(run, zoo_settings(tmp_path, base, steps=300, checkpoint_every=300, **overrides), data)
+    return run, data, base
+
+
+def test_resuming_to_more_steps_than_planned_is_refused_unless_replanned(fake, server, tmp_path, caplog):  # noqa: F811
+    run, data, base = _trained_run(fake, server, tmp_path)
+    config_before, run_json_before = (run.path / "pipeline.config").read_text(), run.run_json.read_text()
+    fake.commands.clear()
+    with pytest.raises(ConfigError) as error:
+        odapi.train(run, zoo_settings(tmp_path, base, steps=500), data)
+    message = str(error.value)
+    # at step 300 of 300 the cosine is at 0; re-planned to 500 steps (warm-up 12 -> 20 steps, in proportion)
+    # it is back at 0.5 * (1 + cos(pi * (300 - 20) / (500 - 20))) = 37 % of the peak
+    cosine = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
+    peak = pc.TreeConfig.parse(config_before).get(f"{cosine}.learning_rate_base")
+    assert pc.TreeConfig.parse(config_before).get(f"{cosine}.warmup_steps") == 12
+    assert "is at step 300 of the 300 steps it planned" in message and "warm restart" in message
+    assert f"goes from 0 to {0.5 * peak * (1 + math.cos(math.pi * 280 / 480)):.3g}" in message
+    assert "STEPS=300" in message and "REPLAN=1" in message
+    assert fake.commands == []
+    assert (run.path / "pipeline.config").read_text() == config_before   # nothing rewritten
+    assert run.run_json.read_text() == run_json_before
+
+    with caplog.at_level("WARNING", logger="odstack"):
+        odapi.train(run, zoo_settings(tmp_path, base, steps=500, replan=True), data)
+    assert "re-planning run r1 from 300 to 500 steps at step 300" in caplog.text
+    assert pc.TreeConfig.parse((run.path / "pipeline.config").read_text()).get("train_config.num_steps") == 500
+
+
+def test_resuming_within_the_plan_keeps_the_schedule(fake, server, tmp_path):  # noqa: F811
+    run, data, base = _trained_run(fake, server, tmp_path)
+    # an interrupted run: the plan said 600, the run got to 300
+    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    config.set("train_config.num_steps", 600)
+    (run.path / "pipeline.config").write_text(config.to_text())
+    fake.commands.clear()
+    odapi.train(run, zoo_settings(tmp_path, base, steps=600, checkpoint_every=300), data)
+    trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
+    assert [c[-3] for c in trained] == ["--num_train_steps=600"]
+
+
+def test_image_size_is_rendered_into_the_resizer_and_kept_on_resume(fake, server, tmp_path):  # noqa: F811
+    run, data, base = _trained_run(fake, server, tmp_path, image_size=256)
+    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    assert config.get("model.ssd.image_resizer.fixed_shape_resizer.height") == 256
+    assert config.get("model.ssd.image_resizer.fixed_shape_resizer.width") == 256
+    with pytest.raises(ConfigError, match="trains at 256 px; image_size=320 cannot change that"):
+        odapi.train(run, zoo_settings(tmp_path, base, steps=300, image_size=320), data)
+    odapi.train(run, zoo_settings(tmp_path, base, steps=300, image_size=256), data)      # the same: fine
+
+
+def test_image_size_of_a_keep_aspect_ratio_model():
+    text = (FIXTURES / "efficientdet_d0_512x512.config").read_text()
+    rendered = pc.render(text, num_classes=2, label_map="/l.pbtxt", train_input="/t", val_input="/v", steps=100,
+                         image_size=384, use_protos=False)
+    config = pc.TreeConfig.parse(rendered.text)
+    assert config.get("model.ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension") == 384
+    assert config.get("model.ssd.image_resizer.keep_aspect_ratio_resizer.min_dimension") == 384
+    assert pc.input_size(config) == 384
+
+
+def test_a_first_attempt_that_never_trained_is_not_resumed(fake, server, tmp_path, monkeypatch, caplog):  # noqa: F811
+    from odstack.train import stage
+
+    base, www, _ = server
+    monkeypatch.chdir(tmp_path)
+    data = make_dataset(tmp_path / "records")
+    settings = dict(engine="odapi", run="r1", data=tmp_path / "records", steps=100, zoo_cache=tmp_path / "zoo")
+    with pytest.raises(ConfigError, match="cannot download"):              # nothing served yet
+        stage.train(TrainSettings(model="ssd_mobilenet_v2_fpnlite_320x320", zoo_url=base, **settings))
+    assert RunDir.named("r1").exists() is False or RunDir.named("r1").trained() is False
+    serve_zoo_archive(www)
+    with caplog.at_level("INFO", logger="odstack"):                        # another model, same RUN: fine
+        stage.train(TrainSettings(model="ssd_mobilenet_v2_320x320", zoo_url=base, **settings))
+    assert "new run output/r1" in caplog.text and "resuming" not in caplog.text
+    assert json.loads(RunDir.named("r1").run_json.read_text())["model"] == "ssd_mobilenet_v2_320x320"

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import odstack
 from odstack.errors import ConfigError, OdstackError
+from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER
 from odstack.train import pipeline_config, zoo
 from odstack.train.run import DEFAULT_MODELS, DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint
@@ -79,7 +80,6 @@ def models() -> list[dict]:
 # ========================================================================================= train
 def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     require()
-    run.start(settings, data)
     total = _round_up(settings.steps, STEPS_PER_LOOP)
     chunk = _round_up(settings.resolved_checkpoint_every(), STEPS_PER_LOOP)
     if total != settings.steps:
@@ -91,16 +91,21 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     template, fine_tune, fine_tune_type, default_batch = (
         _resume_template(config_path) if resuming else _template(settings))
     batch = default_batch if settings.batch == "auto" else int(settings.batch)
-    rendered = pipeline_config.render_file(
-        template, config_path, num_classes=data.num_classes, label_map=run.label_map.resolve(),
-        train_input=_absolute(data.train_pattern), val_input=_absolute(data.val_pattern), steps=total,
-        batch_size=batch, learning_rate=None if settings.learning_rate == "auto" else float(settings.learning_rate),
+    size = None if settings.image_size == "auto" else int(settings.image_size)
+    rendered = pipeline_config.render(
+        pipeline_config.read_template(template), where=str(template), num_classes=data.num_classes,
+        label_map=run.label_map.resolve(), train_input=_absolute(data.train_pattern),
+        val_input=_absolute(data.val_pattern), steps=total, batch_size=batch, image_size=size,
+        learning_rate=None if settings.learning_rate == "auto" else float(settings.learning_rate),
         fine_tune_checkpoint=fine_tune, fine_tune_checkpoint_type=fine_tune_type, val_images=data.val_images)
-    LOGGER.info("train[odapi]: rendered %s from %s (%s, %s schedule, %d classes, batch %s)", config_path,
-                template, rendered.model_type, rendered.schedule or "no", data.num_classes,
-                batch or rendered.template_batch)
-
     step = checkpoint_step(latest) if latest else 0
+    if resuming:
+        _check_resume(run, config_path, rendered.text, step, total, size, settings.replan)
+    run.start(settings, data)          # checks a resumed run's engine, model and classes; then writes run.json
+    write_text_atomic(config_path, rendered.text)
+    LOGGER.info("train[odapi]: rendered %s from %s (%s, %s schedule, %d classes, batch %s, input %s px)",
+                config_path, template, rendered.model_type, rendered.schedule or "no", data.num_classes,
+                batch or rendered.template_batch, pipeline_config.input_size(pipeline_config.load(rendered.text)))
     if resuming:
         LOGGER.info("train[odapi]: resuming %s at step %d of %d", run.path, step, total)
     if step >= total:
@@ -170,6 +175,33 @@ def _resume_template(config_path: Path) -> tuple[Path, str | None, str, None]:
         LOGGER.info("train[odapi]: fine_tune_checkpoint %s is gone; not needed to resume", checkpoint)
         checkpoint = None
     return config_path, checkpoint, config.get("train_config.fine_tune_checkpoint_type") or "detection", None
+
+
+def _check_resume(run: RunDir, config_path: Path, new_text: str, step: int, total: int, size: int | None,
+                  replan: bool) -> None:
+    """A resumed run keeps its input size, and continues its planned learning-rate schedule unless
+    ``replan``: re-planning (model_main_tf2 has no schedule offset, so it re-stretches the cosine over the
+    new total) moves the learning rate at the current step, a warm restart rather than a continuation."""
+    old = pipeline_config.load(config_path.read_text(encoding="utf-8"), str(config_path))
+    if size is not None and size != pipeline_config.input_size(old):
+        raise ConfigError(f"run {run.path.name!r} trains at {pipeline_config.input_size(old)} px; "
+                          f"image_size={size} cannot change that", where=str(config_path),
+                          hint="leave IMAGE_SIZE unset to resume it, or start a new run (RUN=<new name>)")
+    planned = int(old.get("train_config.num_steps") or 0)
+    if total == planned or total <= step:
+        return
+    now = pipeline_config.learning_rate_at(old, step)
+    then = pipeline_config.learning_rate_at(pipeline_config.load(new_text), step)
+    effect = (f"the learning rate at step {step} goes from {now:.3g} to {then:.3g}" if None not in (now, then)
+              else "its learning-rate schedule is stretched")
+    if not replan:
+        raise ConfigError(
+            f"run {run.path.name!r} is at step {step} of the {planned} steps it planned; steps={total} would "
+            f"re-plan its schedule ({effect}: a warm restart, not a continuation)", where=str(config_path),
+            hint=f"to continue the plan, STEPS={planned}; to re-plan it to {total} steps, add REPLAN=1 "
+                 "(replan=true); or start a new run (RUN=<new name>) from this one's weights")
+    LOGGER.warning("train[odapi]: re-planning run %s from %d to %d steps at step %d: %s (a warm restart)",
+                   run.path.name, planned, total, step, effect)
 
 
 # ====================================================================================== evaluate
