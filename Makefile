@@ -250,7 +250,7 @@ bench-serving: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## s
 	PYTHONPATH="$(CURDIR)" $(VENV)/client/bin/python -m bench.serving_bench
 
 ##@ Quality
-.PHONY: test test-core test-serving test-docker bench lint
+.PHONY: test test-core test-serving test-odapi test-docker bench lint
 test: test-core test-serving test-client ## the whole test suite, locally (what it covers: README "Tests")
 
 test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(odapi_venvs) ## data, formats, training, export tests (.venv/odapi)
@@ -258,6 +258,9 @@ test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/t
 
 test-serving: $(VENV)/modelserver/.dev-installed ## development model server tests (.venv/modelserver)
 	PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m pytest tests/serving $(PYTEST_ARGS)
+
+test-odapi: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## the OD API chain through make (data, train, resume, eval, export, tflite, tfjs, parity, serve), ~8 min; needs ODAPI=1 venvs
+	PYTHONPATH="$(CURDIR)" ODSTACK_ODAPI_CHAIN=1 $(VENV)/odapi/bin/python -m pytest tests/odapi/test_chain.py $(PYTEST_ARGS)
 
 test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests that need a Docker engine and the built images (RUNNER=docker vs local, compose stack)
 	PYTHONPATH="$(CURDIR)" ODSTACK_DOCKER_TESTS=1 $(VENV)/odapi/bin/python -m pytest tests/docker $(PYTEST_ARGS)

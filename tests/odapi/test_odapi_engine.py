@@ -283,7 +283,7 @@ def test_real_training_from_scratch_resume_and_evaluate(object_detection, tmp_pa
     settings = dict(engine="odapi", model=str(FIXTURES / "ssd_mobilenet_v2_tiny_128.config"), run="tiny",
                     data=data.directory, checkpoint_every=100, from_scratch=True, gpus="none")
     odapi.train(run, TrainSettings(steps=100, **settings), data)
-    odapi.train(run, TrainSettings(steps=200, **settings), data)
+    odapi.train(run, TrainSettings(steps=200, replan=True, **settings), data)
 
     message = pipeline_pb2.TrainEvalPipelineConfig()
     text_format.Parse((run.path / "pipeline.config").read_text(), message)
