@@ -7,7 +7,7 @@
 One function per format (``export_<format>``), each wrapped in :func:`timed` (timed, logged with its
 path and size, failures logged with the stage prefix).
 
-The served contract (DESIGN.md) is the TF OD API's ``serving_default`` signature; every engine's
+The served contract (docs/architecture.md) is the TF OD API's ``serving_default`` signature; every engine's
 export is adapted to it once, in ``saved_model.py``, so serving, the client and parity never care
 which engine trained the model.
 """
@@ -23,7 +23,7 @@ from odstack.log import LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The OD API export signature (DESIGN.md): what ``make export`` guarantees and parity/serving rely on.
+#: The OD API export signature (docs/architecture.md): what ``make export`` guarantees and parity/serving rely on.
 SIGNATURE_KEY = "serving_default"
 INPUT_KEY = "input_tensor"
 OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")

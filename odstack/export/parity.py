@@ -13,7 +13,7 @@ quantized ones (fp16, dynamic, int8, ...) report their differences and AP50 loss
 (default) makes a failing float format fail the command, after parity.json is written.
 
 Runners: ``saved_model`` (TensorFlow; the reference) and ``tflite`` (ai-edge-litert's interpreter; TF's
-own interpreter mis-computes with XNNPACK, ENVIRONMENT.md) are built in. Other formats plug in with
+own interpreter mis-computes with XNNPACK, docs/environment.md) are built in. Other formats plug in with
 :func:`register_runner`, from a module listed in ``PLUGINS`` (imported when present), e.g.::
 
     # odstack/export/tfjs.py

@@ -19,7 +19,7 @@ Engines:
   TFLite's ``TFLite_Detection_PostProcess`` (fast NMS, the mobile default) is class-agnostic, and
   Model Garden's only class-agnostic NMS (``v2``) is a padded while-loop that costs ~27 ms of a 43 ms
   call at 128 px; its ``batched`` NMS is ``CombinedNonMaxSuppression``, which TF.js and TFLite
-  builtins lack (ENVIRONMENT.md). Boxes are clipped to the image *after* NMS, as TFLite's
+  builtins lack (docs/environment.md). Boxes are clipped to the image *after* NMS, as TFLite's
   post-processing op does (it cannot clip before): Model Garden clips before NMS, which changes the
   overlaps of boxes that cross the image edge and so which of them NMS keeps; with one rule in every
   format, every format gives the same detections. The served model takes ~15 ms.
@@ -175,7 +175,7 @@ def require_trained(prefix: Path) -> int:
             f"checkpoint {prefix} holds no trained weights (global step {step}, {len(weights)} model variables): "
             "exporting it would serve an untrained model",
             where=str(prefix.parent),
-            hint="train longer (a short OD API run may only save its initial checkpoint; see ENVIRONMENT.md), "
+            hint="train longer (a short OD API run may only save its initial checkpoint; see docs/environment.md), "
                  "or pass CHECKPOINT=<a trained checkpoint>")
     return step
 

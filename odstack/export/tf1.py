@@ -8,7 +8,7 @@ Two steps in two images, because TF 1.15 (Python 3.6) and odstack (Python 3.11, 
    ``output/<run>/tf1_export/``: ``frozen_inference_graph.pb`` (the frozen graph TF1 tools take),
    ``saved_model/``, ``pipeline.config`` and ``odstack_export.txt`` (checkpoint, step).
 2. ``odapi`` (this module, ``export tf1=true``): the TF1 exporter's signature takes its image as ``inputs``
-   and adds ``raw_detection_*``/``detection_multiclass_scores``; the TF2 contract (DESIGN.md, what the
+   and adds ``raw_detection_*``/``detection_multiclass_scores``; the TF2 contract (docs/architecture.md, what the
    client sends) is ``input_tensor`` -> the four detection outputs. ONE adapter ``tf.Module`` calls the
    TF1 signature unchanged and exposes the contract -> ``output/<run>/saved_model`` (label map in
    ``assets.extra``), then publishes it as the next TF Serving version and writes ``export.json``.

@@ -50,7 +50,7 @@ OUTPUT_DIR = Path("output")
 JS_DIR = Path(__file__).resolve().parent / "js"
 RUNNER_SCRIPT = JS_DIR / "run_tfjs.mjs"
 SIGNATURE_FILE = "signature.json"
-#: The OD API export contract (DESIGN.md): every converted detector must have these outputs.
+#: The OD API export contract (docs/architecture.md): every converted detector must have these outputs.
 DETECTION_OUTPUTS = OUTPUT_KEYS
 #: quant= value -> converter flags. Weight quantization only: the graph still computes in float32.
 QUANTIZATION: dict[str, list[str]] = {

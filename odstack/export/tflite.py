@@ -277,7 +277,7 @@ def export_tflite(graph: Path, quant: str, destination: Path, run, spec: dict[st
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif quant == "int8":
         loops = graph_loop_ops(graph)
-        if loops:  # ENVIRONMENT.md: full-int8 calibration segfaults on graphs with a tf.map_fn batch loop
+        if loops:  # docs/environment.md: full-int8 calibration segfaults on graphs with a tf.map_fn batch loop
             raise ExportError(f"int8 calibration would run a graph with a batch loop ({', '.join(loops)}), "
                               "on which the TFLite calibrator crashes", where=str(graph),
                               hint="export the TFLite graph without preprocessing (Model Garden input type tflite)")
@@ -341,7 +341,7 @@ def tflite_ops(path: Path) -> list[str]:
 
 def make_interpreter(path: Path, threads: int):
     """A TFLite interpreter from ai-edge-litert (TF's own XNNPACK path miscomputes some strided convolutions:
-    ENVIRONMENT.md); without it, TF's interpreter with the default delegates (XNNPACK) turned off."""
+    docs/environment.md); without it, TF's interpreter with the default delegates (XNNPACK) turned off."""
     try:
         from ai_edge_litert.interpreter import Interpreter
 

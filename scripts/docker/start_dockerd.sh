@@ -3,7 +3,7 @@
 #
 # Idempotent: a no-op when the engine already answers. Safe without a terminal (CI=true, no stdin).
 # The engine runs with host networking only (--iptables=false --bridge=none): builds and containers
-# must use `--network host` / `network_mode: host` (see /work/shared/ENVIRONMENT.md).
+# must use `--network host` / `network_mode: host` (see docs/environment.md).
 #
 # Knobs (environment):
 #   DOCKERD_LOG      engine log file                   (default /tmp/dockerd.log)

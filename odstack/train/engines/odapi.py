@@ -5,7 +5,7 @@ a subprocess, one chunk of ``checkpoint_every`` steps at a time (it resumes from
 latest checkpoint), each chunk's final checkpoint evaluated (COCO metrics, OD API evaluators) and
 recorded in metrics.json; best/ keeps the checkpoint with the highest AP.
 
-model_main_tf2 traps this module is built around (ENVIRONMENT.md):
+model_main_tf2 traps this module is built around (docs/environment.md):
 - it trains in loops of 100 steps (NUM_STEPS_PER_ITERATION): steps and chunks are rounded up to 100s;
 - it saves once at step 0, then only when ``checkpoint_every_n`` steps have passed since the last save,
   never at the end: each chunk runs with ``checkpoint_every_n`` = the chunk's length, so its final step
