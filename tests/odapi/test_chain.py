@@ -146,5 +146,6 @@ def test_6_serve_and_detect_over_rest(chain):
                                      headers={"Content-Type": "image/jpeg"}, method="POST")
     with urllib.request.urlopen(request, timeout=60) as response:
         answer = json.load(response)
-    assert answer["model"]["name"] == RUN
-    assert isinstance(answer["detections"], list)
+    [result] = answer["images"]
+    assert result["model"]["name"] == RUN and result["model"]["version"] >= 1
+    assert isinstance(result["detections"], list)
