@@ -5,8 +5,12 @@
   TensorFlow for them would cost seconds and ~700 MiB per worker, and packages that ship their own
   copies register them in protobuf's *default* pool, where they collide with TensorFlow's
   ("duplicate symbol 'tensorflow.BytesList'") as soon as both are imported in one process.
-- ``StringIntLabelMap``: the OD API's object_detection/protos/string_int_label_map.proto (the fields
-  label maps use), which lives on GitHub and is not installable everywhere.
+- The TF OD API's own schemas (object_detection/protos/*.proto at the pinned commit; they live on
+  GitHub and are not installable everywhere), from the descriptor set compiled from them in
+  odstack/odapi_protos/ (Apache-2.0, its licence beside it): ``TrainEvalPipelineConfig``
+  (pipeline.config) and ``StringIntLabelMap`` (label_map.pbtxt).
+- ``CheckpointState``: TensorFlow's tensorflow/python/checkpoint/checkpoint_state.proto (the
+  ``checkpoint`` file beside checkpoints), read without importing TensorFlow.
 - ``MonitoringConfig``: TF Serving's tensorflow_serving/config/monitoring_config.proto (its Prometheus
   part), which tensorflow-serving-api does not ship; the development model server reads it.
 
@@ -14,9 +18,12 @@ A private pool keeps them away from anything else in the process; protobuf does 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 _F = descriptor_pb2.FieldDescriptorProto
+ODAPI_DESCRIPTOR_SET = "descriptor_set.binpb"   # scripts/odapi/build_descriptor_set.sh writes it
 _POOL = descriptor_pool.DescriptorPool()
 
 
@@ -52,16 +59,21 @@ def _example_file() -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
-def _label_map_file() -> descriptor_pb2.FileDescriptorProto:
-    proto = descriptor_pb2.FileDescriptorProto(name="odstack/string_int_label_map.proto",
-                                               package="object_detection.protos", syntax="proto2")
-    item = proto.message_type.add(name="StringIntLabelMapItem")
-    _field(item, "name", 1, _F.TYPE_STRING)
-    _field(item, "id", 2, _F.TYPE_INT32)
-    _field(item, "display_name", 3, _F.TYPE_STRING)
-    _field(proto.message_type.add(name="StringIntLabelMap"), "item", 1, _F.TYPE_MESSAGE, _F.LABEL_REPEATED,
-           type_name=".object_detection.protos.StringIntLabelMapItem")
+def _checkpoint_state_file() -> descriptor_pb2.FileDescriptorProto:
+    proto = descriptor_pb2.FileDescriptorProto(name="odstack/checkpoint_state.proto", package="tensorflow",
+                                               syntax="proto3")
+    state = proto.message_type.add(name="CheckpointState")
+    _field(state, "model_checkpoint_path", 1, _F.TYPE_STRING)
+    _field(state, "all_model_checkpoint_paths", 2, _F.TYPE_STRING, _F.LABEL_REPEATED)
+    _field(state, "all_model_checkpoint_timestamps", 3, _F.TYPE_DOUBLE, _F.LABEL_REPEATED)
+    _field(state, "last_preserved_timestamp", 4, _F.TYPE_DOUBLE)
     return proto
+
+
+def _odapi_files() -> list[descriptor_pb2.FileDescriptorProto]:
+    """The OD API's protos, in dependency order (protoc --include_imports writes them so)."""
+    data = (Path(__file__).parent / "odapi_protos" / ODAPI_DESCRIPTOR_SET).read_bytes()
+    return list(descriptor_pb2.FileDescriptorSet.FromString(data).file)
 
 
 def _monitoring_config_file() -> descriptor_pb2.FileDescriptorProto:
@@ -76,8 +88,10 @@ def _monitoring_config_file() -> descriptor_pb2.FileDescriptorProto:
 
 
 _POOL.Add(_example_file())
-_POOL.Add(_label_map_file())
+_POOL.Add(_checkpoint_state_file())
 _POOL.Add(_monitoring_config_file())
+for _file in _odapi_files():
+    _POOL.Add(_file)
 
 
 def _message(full_name: str):
@@ -91,4 +105,6 @@ BytesList = _message("tensorflow.BytesList")
 FloatList = _message("tensorflow.FloatList")
 Int64List = _message("tensorflow.Int64List")
 StringIntLabelMap = _message("object_detection.protos.StringIntLabelMap")
+TrainEvalPipelineConfig = _message("object_detection.protos.TrainEvalPipelineConfig")
+CheckpointState = _message("tensorflow.CheckpointState")
 MonitoringConfig = _message("tensorflow.serving.MonitoringConfig")

@@ -213,7 +213,7 @@ def odapi_tflite_spec(config_path: Path) -> dict[str, Any]:
     from odstack.train import pipeline_config, zoo
 
     text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
-    config = pipeline_config.load(text, str(config_path), use_protos=False)
+    config = pipeline_config.load(text, str(config_path))
     found = config.paths("model.{ssd|faster_rcnn|center_net}")
     arch = found[0].rpartition(".")[2] if found else "unknown"
     resizers = config.paths(f"model.{arch}.image_resizer.*")

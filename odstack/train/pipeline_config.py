@@ -1,9 +1,10 @@
 """Render output/<run>/pipeline.config (the OD API's TrainEvalPipelineConfig) from a template.
 
-The template is a zoo archive's own pipeline.config, a TF1 sample config, or the run's earlier
+The template is a zoo archive's own pipeline.config, a sample config, or the run's earlier
 pipeline.config when it resumes. Rendering sets, and leaves everything else as it was:
 
-- ``model.{ssd|faster_rcnn|center_net}.num_classes``: from the label map
+- ``model.{ssd|faster_rcnn|center_net}.num_classes``: from the label map; the image resizer's size when
+  ``image_size`` is given
 - ``train_config``: ``fine_tune_checkpoint`` (+ ``_type: "detection"``, ``_version: V2``) or none
   (from scratch), ``batch_size``, ``num_steps``, ``use_bfloat16: false`` (no TPU here)
 - the learning-rate schedule scaled to the new step count: cosine ``total_steps`` = steps and
@@ -15,15 +16,13 @@ pipeline.config when it resumes. Rendering sets, and leaves everything else as i
 - ``train_input_reader``/every ``eval_input_reader``: ``label_map_path`` and ``input_path`` (shard globs)
 - ``eval_config.metrics_set: "coco_detection_metrics"``
 
-Two interchangeable backends behind one small path API (``get``/``get_all``/``has``/``set``/``delete``/
-``paths``; paths are dotted, a segment may be ``{a|b|c}`` (whichever is present, e.g. a oneof), ``*``
-or ``name[i]``):
-
-- ``ProtoConfig``: the OD API's own ``pipeline_pb2`` through protobuf ``text_format``, used when
-  ``object_detection`` is importable (unknown or misspelled fields are errors, as in training).
-- ``TreeConfig``: a schema-less, lossless editor built on protobuf's own text-format
-  ``Tokenizer``: an ordered tree of fields that keeps every value's source text and the comments, so
-  only what rendering sets changes. Used where the OD API is not installed (CI, the tfvision image).
+One schema on every machine: the OD API's own protos (object_detection/protos/*.proto at the pinned
+commit), compiled into the descriptor set in odstack/odapi_protos/ (with the licence of its source)
+and loaded into odstack.protos' private pool. So a config parses, renders and prints the same whether the
+OD API is installed or not, misspelled fields are errors as in training, and the text is what the OD API's
+own config_util writes (protobuf ``text_format``). Edits go through a small path API over the message
+(``get``/``get_all``/``has``/``set``/``delete``/``paths``; paths are dotted, a segment may be ``{a|b|c}``
+(whichever is present, e.g. a oneof), ``*`` or ``name[i]``).
 """
 from __future__ import annotations
 
@@ -31,12 +30,13 @@ import functools
 import math
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from google.protobuf import text_encoding, text_format
+from google.protobuf import text_format
 
+from odstack import protos
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
 
@@ -71,273 +71,7 @@ LR_FIELDS = {
 
 
 class Ident(str):
-    """An identifier value (an enum name such as ``V2`` or ``RELU_6``), written without quotes."""
-
-
-# =============================================================================== text-format tree
-@dataclass
-class Scalar:
-    """A scalar value as written in the source: its token(s) (adjacent strings stay separate)."""
-
-    tokens: list[str]
-
-    def value(self) -> Any:
-        """str for strings, bool, int, float, or ``Ident`` for identifiers (enum values)."""
-        first = self.tokens[0]
-        if first[0] in "'\"":
-            return b"".join(text_encoding.CUnescape(t[1:-1]) for t in self.tokens).decode("utf-8")
-        token = "".join(self.tokens)
-        if token in ("true", "True"):
-            return True
-        if token in ("false", "False"):
-            return False
-        try:
-            return text_format.ParseInteger(token, is_signed=True, is_long=True)
-        except ValueError:
-            pass
-        try:
-            return text_format.ParseFloat(token)
-        except ValueError:
-            return Ident(token)
-
-    @classmethod
-    def of(cls, value: Any) -> "Scalar":
-        if isinstance(value, Scalar):
-            return value
-        if isinstance(value, Ident):
-            return cls([str(value)])
-        if isinstance(value, bool):
-            return cls(["true" if value else "false"])
-        if isinstance(value, int):
-            return cls([str(value)])
-        if isinstance(value, float):
-            if math.isnan(value):
-                return cls(["nan"])
-            if math.isinf(value):
-                return cls(["inf" if value > 0 else "-inf"])
-            return cls([repr(value)])
-        if isinstance(value, (str, os.PathLike)):
-            return cls(['"' + text_encoding.CEscape(str(value), as_utf8=True) + '"'])
-        raise TypeError(f"cannot write {value!r} ({type(value).__name__}) as a text-format scalar")
-
-
-@dataclass
-class Entry:
-    """One field occurrence: ``name: scalar`` or ``name { message }``, with its comments."""
-
-    name: str
-    value: "Scalar | Message"
-    comments: list[str] = field(default_factory=list)   # whole-line comments just before it
-    trailing: str | None = None                         # comment after the value (or after '{')
-    close_trailing: str | None = None                   # comment after the closing '}'
-
-
-@dataclass
-class Message:
-    """An ordered list of field occurrences (repeated fields simply occur several times)."""
-
-    entries: list[Entry] = field(default_factory=list)
-    end_comments: list[str] = field(default_factory=list)   # comments before '}' (or the end of file)
-
-    def structure(self) -> list:
-        """The content without comments or layout: [(name, tokens | nested structure), ...]."""
-        return [(e.name, e.value.structure() if isinstance(e.value, Message) else tuple(e.value.tokens))
-                for e in self.entries]
-
-
-class _Tokens:
-    """protobuf's text-format Tokenizer, keeping comments and the line of the last token taken."""
-
-    def __init__(self, text: str, where: str | None):
-        self.where = where
-        try:
-            self._tk = text_format.Tokenizer(text.splitlines(), skip_comments=False)
-        except text_format.ParseError as error:
-            raise self._error(str(error)) from None
-        self.last_line = -1
-
-    @property
-    def token(self) -> str:
-        return self._tk.token
-
-    @property
-    def line(self) -> int:
-        return self._tk._line          # 0-based line of the current token (no public accessor)
-
-    def at_end(self) -> bool:
-        return self._tk.AtEnd()
-
-    def is_comment(self) -> bool:
-        return self._tk.token.startswith("#")
-
-    def take(self) -> str:
-        token = self._tk.token
-        self.last_line = self._tk._line
-        try:
-            self._tk.NextToken()
-        except text_format.ParseError as error:
-            raise self._error(str(error)) from None
-        return token
-
-    def expect(self, token: str) -> None:
-        if self.token != token:
-            raise self._error(f"expected {token!r}, found {self.token or 'end of file'!r}")
-        self.take()
-
-    def same_line_comment(self) -> str | None:
-        if not self.at_end() and self.is_comment() and self.line == self.last_line:
-            return self.take()
-        return None
-
-    def _error(self, message: str) -> ConfigError:
-        line = self._tk._line + 1 if hasattr(self, "_tk") else None
-        where = f"{self.where}:{line}" if self.where and line else self.where
-        return ConfigError(f"not a valid text-format config: {message}", where=where,
-                           hint="compare with the OD API's sample configs (configs/tf2/*.config)")
-
-
-_CLOSE = {"{": "}", "<": ">"}
-
-
-def parse(text: str, where: str | None = None) -> Message:
-    """Parse text-format into a ``Message`` tree (comments kept; ``name: [a, b]`` becomes repeated)."""
-    tokens = _Tokens(text, where)
-    return _parse_body(tokens, closing=None)
-
-
-def _parse_body(tokens: _Tokens, closing: str | None) -> Message:
-    message = Message()
-    pending: list[str] = []
-    while True:
-        if tokens.at_end():
-            if closing:
-                raise tokens._error(f"missing {closing!r}")
-            message.end_comments = pending
-            return message
-        if tokens.is_comment():
-            pending.append(tokens.take())
-            continue
-        if tokens.token == closing:
-            tokens.take()
-            message.end_comments = pending
-            return message
-        name = _parse_name(tokens)
-        entries = _parse_value(tokens, name)
-        if entries:
-            entries[0].comments = pending
-            pending = []
-        message.entries.extend(entries)
-
-
-def _parse_name(tokens: _Tokens) -> str:
-    if tokens.token == "[":                       # extension or Any type URL: [pkg.ext] / [type.googleapis.com/x.Y]
-        parts = [tokens.take()]
-        while tokens.token != "]":
-            if tokens.at_end() or tokens.is_comment():
-                raise tokens._error("unterminated '[' in a field name")
-            parts.append(tokens.take())
-        parts.append(tokens.take())
-        return "".join(parts)
-    token = tokens.token
-    if not (token[:1].isalpha() or token[:1] == "_"):
-        raise tokens._error(f"expected a field name, found {token!r}")
-    return tokens.take()
-
-
-def _parse_value(tokens: _Tokens, name: str) -> list[Entry]:
-    colon = tokens.token == ":"
-    if colon:
-        tokens.take()
-    if tokens.token in _CLOSE:
-        entries = [_parse_message_entry(tokens, name)]
-    elif colon and tokens.token == "[":
-        entries = _parse_list(tokens, name)
-    elif colon:
-        entries = [Entry(name, _parse_scalar(tokens))]
-    else:
-        raise tokens._error(f"expected ':' or '{{' after {name!r}, found {tokens.token or 'end of file'!r}")
-    if tokens.token in (",", ";"):
-        tokens.take()
-    comment = tokens.same_line_comment()
-    if comment:
-        last = entries[-1]
-        if isinstance(last.value, Message):
-            last.close_trailing = comment
-        else:
-            last.trailing = comment
-    return entries
-
-
-def _parse_message_entry(tokens: _Tokens, name: str) -> Entry:
-    opening = tokens.take()
-    entry = Entry(name, Message())
-    entry.trailing = tokens.same_line_comment()
-    entry.value = _parse_body(tokens, _CLOSE[opening])
-    return entry
-
-
-def _parse_list(tokens: _Tokens, name: str) -> list[Entry]:
-    tokens.expect("[")
-    entries: list[Entry] = []
-    while tokens.token != "]":
-        if tokens.at_end():
-            raise tokens._error("unterminated '[' list")
-        if tokens.is_comment():
-            tokens.take()
-            continue
-        if tokens.token in _CLOSE:
-            entries.append(_parse_message_entry(tokens, name))
-        else:
-            entries.append(Entry(name, _parse_scalar(tokens)))
-        if tokens.token == ",":
-            tokens.take()
-    tokens.take()
-    return entries
-
-
-def _parse_scalar(tokens: _Tokens) -> Scalar:
-    token = tokens.token
-    if not token or token in "{}<>[]:,;" or token.startswith("#"):
-        raise tokens._error(f"expected a value, found {token or 'end of file'!r}")
-    if token[0] in "'\"":
-        parts = []
-        while tokens.token[:1] in ("'", '"'):
-            text = tokens.token
-            if len(text) < 2 or text[-1] != text[0]:
-                raise tokens._error(f"string missing its closing quote: {text}")
-            try:
-                text_encoding.CUnescape(text[1:-1])
-            except ValueError as error:
-                raise tokens._error(f"bad escape in {text}: {error}") from None
-            parts.append(tokens.take())
-        return Scalar(parts)
-    if token == "-":                               # "- 4" is legal text format
-        tokens.take()
-        return Scalar(["-" + tokens.take()])
-    return Scalar([tokens.take()])
-
-
-def to_text(message: Message) -> str:
-    """Print a tree in text format (2-space indent; blank line between top-level blocks)."""
-    lines: list[str] = []
-    _print_body(message, 0, lines)
-    return "\n".join(lines) + "\n"
-
-
-def _print_body(message: Message, depth: int, lines: list[str]) -> None:
-    pad = "  " * depth
-    for index, entry in enumerate(message.entries):
-        if depth == 0 and index and isinstance(entry.value, Message):
-            lines.append("")
-        lines.extend(pad + c for c in entry.comments)
-        if isinstance(entry.value, Message):
-            lines.append(f"{pad}{entry.name} {{" + (f"  {entry.trailing}" if entry.trailing else ""))
-            _print_body(entry.value, depth + 1, lines)
-            lines.append(f"{pad}}}" + (f"  {entry.close_trailing}" if entry.close_trailing else ""))
-        else:
-            lines.append(f"{pad}{entry.name}: {' '.join(entry.value.tokens)}"
-                         + (f"  {entry.trailing}" if entry.trailing else ""))
-    lines.extend(pad + c for c in message.end_comments)
+    """An enum value by name (such as ``V2`` or ``RELU_6``): what ``get()`` returns for enum fields."""
 
 
 # ===================================================================================== path API
@@ -376,34 +110,27 @@ def _concrete(prefix: str, name: str, index: int, count: int) -> str:
     return f"{prefix}.{step}" if prefix else step
 
 
-class _PathConfig:
-    """The path operations both backends share; subclasses provide the child access."""
+class PipelineConfig:
+    """A TrainEvalPipelineConfig message and the path API over it."""
 
-    backend = "?"
+    def __init__(self, message):
+        self.message = message
 
-    # -- subclass hooks: children(node, names) -> [(name, value, index, count)], value is a node or a python scalar
-    def _children(self, node, names: tuple[str, ...] | None) -> list[tuple[str, Any, int, int]]:
-        raise NotImplementedError
-
-    def _is_node(self, value) -> bool:
-        raise NotImplementedError
-
-    def _create_child(self, node, name: str):
-        raise NotImplementedError
-
-    def _set_field(self, node, name: str, values: list, repeated: bool) -> None:
-        raise NotImplementedError
-
-    def _delete_field(self, node, name: str) -> int:
-        raise NotImplementedError
-
-    def _root(self):
-        raise NotImplementedError
+    @classmethod
+    def parse(cls, text: str, where: str | None = None) -> "PipelineConfig":
+        message = protos.TrainEvalPipelineConfig()
+        try:
+            text_format.Parse(text, message)
+        except text_format.ParseError as error:
+            line = error.GetLine() if hasattr(error, "GetLine") else None
+            raise ConfigError(f"not a valid OD API pipeline config: {error}",
+                              where=f"{where}:{line}" if where and line else where,
+                              hint="the OD API's protos reject it (a misspelled or unknown field?)") from None
+        return cls(message)
 
     def to_text(self) -> str:
-        raise NotImplementedError
+        return text_format.MessageToString(self.message, as_utf8=True)
 
-    # -- shared
     def _walk(self, segments, create: bool = False) -> Iterator[tuple[str, Any]]:
         level = [("", self._root())]
         for segment in segments:
@@ -465,90 +192,6 @@ class _PathConfig:
         return sum(self._delete_field(node, leaf.single)
                    for _, node in self._walk(segments[:-1]) if self._is_node(node))
 
-
-class TreeConfig(_PathConfig):
-    """Path API over the schema-less ``Message`` tree."""
-
-    backend = "tree"
-
-    def __init__(self, message: Message):
-        self.message = message
-
-    @classmethod
-    def parse(cls, text: str, where: str | None = None) -> "TreeConfig":
-        return cls(parse(text, where))
-
-    def to_text(self) -> str:
-        return to_text(self.message)
-
-    def _root(self):
-        return self.message
-
-    def _is_node(self, value) -> bool:
-        return isinstance(value, Message)
-
-    def _children(self, node: Message, names):
-        counts: dict[str, int] = {}
-        found = []
-        for entry in node.entries:
-            if names is None or entry.name in names:
-                index = counts.get(entry.name, 0)
-                counts[entry.name] = index + 1
-                found.append([entry.name, entry.value, index])
-        return [(name, value if isinstance(value, Message) else value.value(), index, counts[name])
-                for name, value, index in found]
-
-    def _create_child(self, node: Message, name: str) -> Message:
-        child = Message()
-        node.entries.append(Entry(name, child))
-        return child
-
-    def _set_field(self, node: Message, name: str, values: list, repeated: bool) -> None:
-        positions = [i for i, e in enumerate(node.entries) if e.name == name]
-        if positions and any(isinstance(node.entries[i].value, Message) for i in positions):
-            raise ValueError(f"{name!r} is a message here, not a scalar")
-        new = [Entry(name, Scalar.of(v)) for v in values]
-        if positions:
-            first = node.entries[positions[0]]
-            if new:
-                new[0].comments, new[0].trailing = first.comments, first.trailing
-            for i in reversed(positions):
-                del node.entries[i]
-            node.entries[positions[0]:positions[0]] = new
-        else:
-            node.entries.extend(new)
-
-    def _delete_field(self, node: Message, name: str) -> int:
-        before = len(node.entries)
-        node.entries[:] = [e for e in node.entries if e.name != name]
-        return before - len(node.entries)
-
-
-class ProtoConfig(_PathConfig):
-    """Path API over a protobuf message (the OD API's ``TrainEvalPipelineConfig``)."""
-
-    backend = "protos"
-
-    def __init__(self, message):
-        self.message = message
-
-    @classmethod
-    def parse(cls, text: str, where: str | None = None) -> "ProtoConfig":
-        from object_detection.protos import pipeline_pb2
-
-        message = pipeline_pb2.TrainEvalPipelineConfig()
-        try:
-            text_format.Parse(text, message)
-        except text_format.ParseError as error:
-            line = error.GetLine() if hasattr(error, "GetLine") else None
-            raise ConfigError(f"not a valid OD API pipeline config: {error}",
-                              where=f"{where}:{line}" if where and line else where,
-                              hint="the OD API's protos reject it (a misspelled or unknown field?)") from None
-        return cls(message)
-
-    def to_text(self) -> str:
-        return text_format.MessageToString(self.message, as_utf8=True)
-
     def _root(self):
         return self.message
 
@@ -566,9 +209,9 @@ class ProtoConfig(_PathConfig):
         if descriptor.type == descriptor.TYPE_ENUM:
             return Ident(descriptor.enum_type.values_by_number[value].name)
         if descriptor.type == descriptor.TYPE_FLOAT:
-            # a float field holds float32: 0.013333 reads back as 0.013333000242710114. Arithmetic on that
-            # would differ from the tree's (which reads the text) in the 6th digit; the shortest decimal
-            # that is the same float32 is what the config says, and what text_format prints.
+            # a float field holds float32: 0.013333 reads back as 0.013333000242710114. The shortest decimal
+            # that is the same float32 is what the config says, what text_format prints, and what rendering
+            # scales (else scaled learning rates would differ from the config's own in the 6th digit)
             return _shortest_float32(value)
         return value
 
@@ -646,28 +289,17 @@ def _is_repeated(descriptor) -> bool:
     return descriptor.label == descriptor.LABEL_REPEATED
 
 
-@functools.lru_cache(maxsize=1)
-def protos_available() -> bool:
-    """True when the OD API's compiled protos import (object_detection installed, protos built)."""
-    try:
-        from object_detection.protos import pipeline_pb2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
-def load(text: str, where: str | None = None, use_protos: bool | None = None) -> _PathConfig:
-    """A config with the path API: OD API protos when available (or asked for), else the tree."""
-    if use_protos is None:
-        use_protos = protos_available()
-    return ProtoConfig.parse(text, where) if use_protos else TreeConfig.parse(text, where)
+def load(text: str, where: str | None = None) -> PipelineConfig:
+    """A pipeline config text parsed with the OD API's schema, with the path API."""
+    return PipelineConfig.parse(text, where)
 
 
 # ==================================================================================== rendering
 @dataclass
 class Rendered:
     text: str
-    backend: str
     changes: dict[str, Any]       # concrete path -> value set (a list for repeated fields)
     template_steps: int | None
     template_batch: int | None
@@ -680,7 +312,7 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
            learning_rate: float | None = None, fine_tune_checkpoint: str | Path | None = None,
            fine_tune_checkpoint_type: str = "detection", checkpoint_version: str | None = "V2",
            val_images: int | None = None, image_size: int | None = None,
-           use_protos: bool | None = None, where: str | None = None) -> Rendered:
+           where: str | None = None) -> Rendered:
     """Render a pipeline config text from a template text (see the module docstring).
 
     ``fine_tune_checkpoint`` None trains from scratch (the template's fine-tune fields are removed);
@@ -693,7 +325,7 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
         raise ConfigError(f"steps={steps}: must be at least 1")
     if num_classes < 1:
         raise ConfigError(f"num_classes={num_classes}: the label map has no classes")
-    config = load(template, where, use_protos)
+    config = load(template, where)
     changes: dict[str, Any] = {}
 
     def put(path: str, value: Any) -> None:
@@ -745,12 +377,12 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
     if val_images and config.has("eval_config.num_examples"):
         put("eval_config.num_examples", int(val_images))
 
-    return Rendered(text=config.to_text(), backend=config.backend, changes=changes,
+    return Rendered(text=config.to_text(), changes=changes,
                     template_steps=template_steps, template_batch=template_batch, model_type=model_type,
                     schedule=schedule)
 
 
-def _render_image_size(config: _PathConfig, put, model_type: str, size: int, where: str | None) -> None:
+def _render_image_size(config: PipelineConfig, put, model_type: str, size: int, where: str | None) -> None:
     if size < 32:
         raise ConfigError(f"image_size={size}: must be at least 32 pixels")
     resizer = f"model.{model_type}.image_resizer"
@@ -769,7 +401,7 @@ def _render_image_size(config: _PathConfig, put, model_type: str, size: int, whe
                           hint="leave IMAGE_SIZE unset for this model (it keeps the config's own size)")
 
 
-def input_size(config: _PathConfig) -> int | None:
+def input_size(config: PipelineConfig) -> int | None:
     """The model's input size as image_size= sets it (fixed height, or the keep-aspect max dimension)."""
     found = config.paths(f"model.{{{'|'.join(MODEL_TYPES)}}}")
     if not found:
@@ -782,7 +414,7 @@ def input_size(config: _PathConfig) -> int | None:
     return None
 
 
-def learning_rate_at(config: _PathConfig, step: int) -> float | None:
+def learning_rate_at(config: PipelineConfig, step: int) -> float | None:
     """The learning rate the OD API's schedule gives at ``step`` (cosine and constant schedules; else None).
     Follows object_detection/utils/learning_schedules.py: linear warm-up, hold, cosine decay, 0 past the end."""
     found = config.paths(SCHEDULE_PATH)
@@ -805,7 +437,7 @@ def learning_rate_at(config: _PathConfig, step: int) -> float | None:
     return 0.5 * base * (1 + math.cos(math.pi * (step - warmup - hold) / max(1, total - warmup - hold)))
 
 
-def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: int | None,
+def _render_schedule(config: PipelineConfig, put, *, steps: int, template_steps: int | None,
                      batch_size: int | None, template_batch: int | None, learning_rate: float | None,
                      where: str | None) -> str | None:
     found = config.paths(SCHEDULE_PATH)
@@ -848,10 +480,8 @@ def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: in
             previous = scaled
 
     # learning rates: an explicit peak, or the batch-size scaling rule
-    # learning rates are float32 fields: read them as float32 in both backends (a template may spell
-    # 0.00025 as 0.0002500000118743628), so both compute the same scaled values
     names = LR_FIELDS[schedule]
-    peak = _shortest_float32(current(names[0]))
+    peak = current(names[0])
     factor = 1.0
     if learning_rate is not None:
         factor = learning_rate / peak if peak else 1.0
@@ -865,12 +495,12 @@ def _render_schedule(config: _PathConfig, put, *, steps: int, template_steps: in
         if learning_rate is None:
             put(f"{path}.{names[0]}", _round(peak * factor))
         for name in names[1:]:
-            value = _shortest_float32(current(name))
+            value = current(name)
             if value or config.has(f"{path}.{name}"):
                 put(f"{path}.{name}", _round(value * factor))
         if schedule == "manual_step_learning_rate":
             for index, value in enumerate(config.get_all(f"{path}.schedule.learning_rate")):
-                put(f"{path}.schedule[{index}].learning_rate", _round(_shortest_float32(value) * factor))
+                put(f"{path}.schedule[{index}].learning_rate", _round(value * factor))
     return schedule
 
 

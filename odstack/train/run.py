@@ -20,8 +20,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from odstack import labelmap, tfrecord
-from odstack.train import pipeline_config
+from google.protobuf import text_format
+
+from odstack import labelmap, protos, tfrecord
 from odstack.errors import ConfigError, DatasetError
 from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
@@ -233,8 +234,11 @@ def latest_checkpoint(directory: Path) -> Path | None:
     state = Path(directory) / "checkpoint"
     if not state.exists():
         return None
-    config = pipeline_config.TreeConfig.parse(state.read_text(encoding="utf-8"), str(state))
-    name = config.get("model_checkpoint_path")
+    try:
+        name = text_format.Parse(state.read_text(encoding="utf-8"), protos.CheckpointState()).model_checkpoint_path
+    except text_format.ParseError as error:
+        raise ConfigError(f"unreadable checkpoint state file: {error}", where=str(state),
+                          hint="it names the latest checkpoint; delete it to start over") from None
     if not name:
         return None
     prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name

@@ -103,7 +103,7 @@ class FakeOdApi:
         assert env["TF_USE_LEGACY_KERAS"] == "1"
         flags = dict(c[2:].split("=", 1) for c in command if c.startswith("--") and "=" in c)
         model_dir = Path(flags["model_dir"])
-        config = pc.TreeConfig.parse(Path(flags["pipeline_config_path"]).read_text())
+        config = pc.load(Path(flags["pipeline_config_path"]).read_text())
         assert config.get("train_config.num_steps") is not None
         latest = odapi.latest_checkpoint(model_dir)
         step = self.steps[str(latest)] if latest else 0
@@ -176,7 +176,7 @@ def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, serve
         ("--num_train_steps=300", "--checkpoint_every_n=100")]
     assert fake.evaluated == ["ckpt-2", "ckpt-3", "ckpt-4"]            # ckpt-1 is step 0: never evaluated
 
-    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    config = pc.load((run.path / "pipeline.config").read_text())
     model_dir = tmp_path / "zoo" / MODEL.stem / MODEL.stem
     assert config.get("train_config.fine_tune_checkpoint") == str(model_dir / "checkpoint" / "ckpt-0")
     assert config.get("train_config.fine_tune_checkpoint_type") == "detection"
@@ -205,7 +205,7 @@ def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, serve
     assert [(c[-3], c[-2]) for c in trained] == [("--num_train_steps=400", "--checkpoint_every_n=100"),
                                                  ("--num_train_steps=500", "--checkpoint_every_n=100")]
     assert requests == [f"/{MODEL.archive}"]
-    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    config = pc.load((run.path / "pipeline.config").read_text())
     assert config.get("train_config.num_steps") == 500
     assert config.get("train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
                       ".total_steps") == 500
@@ -235,7 +235,7 @@ def test_own_config_from_scratch_needs_no_zoo(fake, tmp_path):
     settings = TrainSettings(engine="odapi", model=str(FIXTURES / "ssd_mobilenet_v2_tiny_128.config"), run="tiny",
                              data=data.directory, steps=100, from_scratch=True, zoo_url="http://127.0.0.1:9/none")
     odapi.train(run, settings, data)
-    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    config = pc.load((run.path / "pipeline.config").read_text())
     assert not config.has("train_config.fine_tune_checkpoint")
     assert config.get("train_config.batch_size") == 8                   # the config's own batch
     with pytest.raises(ConfigError, match="fine_tune_checkpoint"):     # not from scratch: needs a checkpoint
@@ -320,8 +320,8 @@ def test_resuming_to_more_steps_than_planned_is_refused_unless_replanned(fake, s
     # at step 300 of 300 the cosine is at 0; re-planned to 500 steps (warm-up 12 -> 20 steps, in proportion)
     # it is back at 0.5 * (1 + cos(pi * (300 - 20) / (500 - 20))) = 37 % of the peak
     cosine = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
-    peak = pc.TreeConfig.parse(config_before).get(f"{cosine}.learning_rate_base")
-    assert pc.TreeConfig.parse(config_before).get(f"{cosine}.warmup_steps") == 12
+    peak = pc.load(config_before).get(f"{cosine}.learning_rate_base")
+    assert pc.load(config_before).get(f"{cosine}.warmup_steps") == 12
     assert "is at step 300 of the 300 steps it planned" in message and "warm restart" in message
     assert f"goes from 0 to {0.5 * peak * (1 + math.cos(math.pi * 280 / 480)):.3g}" in message
     assert "STEPS=300" in message and "REPLAN=1" in message
@@ -332,13 +332,13 @@ def test_resuming_to_more_steps_than_planned_is_refused_unless_replanned(fake, s
     with caplog.at_level("WARNING", logger="odstack"):
         odapi.train(run, zoo_settings(tmp_path, base, steps=500, replan=True), data)
     assert "re-planning run r1 from 300 to 500 steps at step 300" in caplog.text
-    assert pc.TreeConfig.parse((run.path / "pipeline.config").read_text()).get("train_config.num_steps") == 500
+    assert pc.load((run.path / "pipeline.config").read_text()).get("train_config.num_steps") == 500
 
 
 def test_resuming_within_the_plan_keeps_the_schedule(fake, server, tmp_path):  # noqa: F811
     run, data, base = _trained_run(fake, server, tmp_path)
     # an interrupted run: the plan said 600, the run got to 300
-    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    config = pc.load((run.path / "pipeline.config").read_text())
     config.set("train_config.num_steps", 600)
     (run.path / "pipeline.config").write_text(config.to_text())
     fake.commands.clear()
@@ -349,7 +349,7 @@ def test_resuming_within_the_plan_keeps_the_schedule(fake, server, tmp_path):  #
 
 def test_image_size_is_rendered_into_the_resizer_and_kept_on_resume(fake, server, tmp_path):  # noqa: F811
     run, data, base = _trained_run(fake, server, tmp_path, image_size=256)
-    config = pc.TreeConfig.parse((run.path / "pipeline.config").read_text())
+    config = pc.load((run.path / "pipeline.config").read_text())
     assert config.get("model.ssd.image_resizer.fixed_shape_resizer.height") == 256
     assert config.get("model.ssd.image_resizer.fixed_shape_resizer.width") == 256
     with pytest.raises(ConfigError, match="trains at 256 px; image_size=320 cannot change that"):
@@ -360,8 +360,8 @@ def test_image_size_is_rendered_into_the_resizer_and_kept_on_resume(fake, server
 def test_image_size_of_a_keep_aspect_ratio_model():
     text = (FIXTURES / "efficientdet_d0_512x512.config").read_text()
     rendered = pc.render(text, num_classes=2, label_map="/l.pbtxt", train_input="/t", val_input="/v", steps=100,
-                         image_size=384, use_protos=False)
-    config = pc.TreeConfig.parse(rendered.text)
+                         image_size=384)
+    config = pc.load(rendered.text)
     assert config.get("model.ssd.image_resizer.keep_aspect_ratio_resizer.max_dimension") == 384
     assert config.get("model.ssd.image_resizer.keep_aspect_ratio_resizer.min_dimension") == 384
     assert pc.input_size(config) == 384
@@ -372,7 +372,7 @@ def test_a_first_attempt_that_never_trained_is_not_resumed(fake, server, tmp_pat
 
     base, www, _ = server
     monkeypatch.chdir(tmp_path)
-    data = make_dataset(tmp_path / "records")
+    make_dataset(tmp_path / "records")
     settings = dict(engine="odapi", run="r1", data=tmp_path / "records", steps=100, zoo_cache=tmp_path / "zoo")
     with pytest.raises(ConfigError, match="cannot download"):              # nothing served yet
         stage.train(TrainSettings(model="ssd_mobilenet_v2_fpnlite_320x320", zoo_url=base, **settings))

@@ -3,7 +3,6 @@ exact preprocessing its model_info.json describes (the OD API's own fixed_shape_
 converted model (outputs by role, float parity 1e-4) is checked by the OD API chain (test_chain.py)."""
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
