@@ -141,7 +141,10 @@ def probe_bytes(data: bytes, verify: str = "fast", declared_size: tuple[int, int
             if verify == "decode" or (verify == "fast" and not _tail_ok(data, source_format)):
                 _decode_check(image)
             orientation = _orientation(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        # Pillow's message names its in-memory buffer object, which means nothing to a user.
+        raise ImageProblem(Reason.CORRUPT_IMAGE, "not a readable image (no known image format in the file)") from None
+    except Image.DecompressionBombError as error:
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"not a readable image ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for truncated/corrupt data
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"corrupt image data ({error})") from None

@@ -7,12 +7,12 @@ cost more than converting a few thousand images, and a page can list every skipp
 from __future__ import annotations
 
 import html
-import json
 import statistics
 from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+from odstack.fsio import write_json, write_text_atomic
 from odstack.log import LOGGER
 from odstack.records import IssueLog
 
@@ -88,8 +88,13 @@ def build(*, src: Path, fmt: str, settings, splits: dict, shard_files: dict[str,
 
 def write(directory: Path, report: dict[str, Any]) -> None:
     """report.json and report.html into ``directory``."""
-    (directory / "report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (directory / "report.html").write_text(render_html(report), encoding="utf-8")
+    write_files(directory / "report", report)
+
+
+def write_files(base: Path, report: dict[str, Any]) -> None:
+    """``<base>.json`` and ``<base>.html``, each written whole or not at all."""
+    write_json(base.with_name(base.name + ".json"), report)
+    write_text_atomic(base.with_name(base.name + ".html"), render_html(report))
 
 
 def render_html(report: dict[str, Any]) -> str:
@@ -138,10 +143,11 @@ skipped {totals['skipped_images']} images and {totals['skipped_boxes']} boxes, c
 """
 
 
-def print_summary(report: dict[str, Any], out: Path) -> None:
-    """The one-screen summary at the end of a run."""
+def print_summary(report: dict[str, Any], out: Path | None, report_base: Path) -> None:
+    """The one-screen summary at the end of a run; ``out`` None: the run failed and wrote no records."""
     totals, splits = report["totals"], report["splits"]
-    lines = [f"data[{report['source']['format']}]: {report['source']['path']} -> {out}  "
+    lines = [f"data[{report['source']['format']}]: {report['source']['path']} -> "
+             f"{out if out is not None else 'nothing written (the run failed)'}  "
              f"({report['seconds']:.1f} s, {report['images_per_second']} images/s)"]
     for name, stats in splits.items():
         lines.append(f"  {name:<5} {stats['images']:>7} images {stats['boxes']:>8} boxes "
@@ -155,5 +161,5 @@ def print_summary(report: dict[str, Any], out: Path) -> None:
         for reason, count in report["issue_counts"].get(action, {}).items():
             example = next(i for i in report["issues"] if i["action"] == action and i["reason"] == reason)
             lines.append(f"    {count:>5} x {reason}: e.g. {example['where']}: {example['message']}")
-    lines.append(f"  details: {out / 'report.html'} (open in a browser) and report.json")
+    lines.append(f"  details: {report_base}.html (open in a browser) and {report_base}.json")
     LOGGER.info("\n".join(lines))

@@ -207,7 +207,7 @@ def test_yolo_clip_message_is_in_pixels_and_names_the_image(tmp_path):
     make_image(src / "images" / "a.jpg", 15, 10)
     (src / "classes.txt").write_text("cat\n")
     (src / "labels").mkdir()
-    (src / "labels" / "a.txt").write_text("0 0.3 0.5 0.8 0.4\n0 0.5 0.5 0.9999990 0.5\n")
+    (src / "labels" / "a.txt").write_text("0 0.3 0.5 0.8 0.4\n0 0.5 0.5 1.000001 0.5\n")
     report = run(src, tmp_path / "out", val_fraction=0)
     clipped = [i for i in report["issues"] if i["reason"] == "box_clipped"]
     assert len(clipped) == 1, "sub-pixel float noise (line 2) is not a clipping worth reporting"
