@@ -55,13 +55,14 @@ class DataSettings:
     val_fraction: float = 0.2
     seed: int = 42
     shards: int | str = "auto"
-    split: str = "random"  # random | source
+    split: str = "auto"  # auto: the source's own split if it states one, else random | source | random
     strict: bool = False
     label_map: Path | None = None
     verify: str = "fast"  # fast | decode | none
     workers: int | str = "auto"
     negatives: str = "skip"  # images without an annotation file: skip (reported) | keep (as negatives)
     allow_outside: bool = False  # read images whose paths resolve outside the dataset (each is listed)
+    min_examples: int = 10  # a class with fewer boxes than this is warned about
 
 
 @dataclass(slots=True)
@@ -146,8 +147,8 @@ def _check_paths(settings: DataSettings) -> None:
             raise ConfigError("output directory is not empty and was not written by odstack",
                               where=str(settings.out),
                               hint="choose another OUT, or empty it yourself; odstack replaces only its own outputs")
-    if settings.split not in ("random", "source"):
-        raise ConfigError(f"split={settings.split!r} is not one of: random, source")
+    if settings.split not in ("auto", "random", "source"):
+        raise ConfigError(f"split={settings.split!r} is not one of: auto, random, source")
     if settings.verify not in ("fast", "decode", "none"):
         raise ConfigError(f"verify={settings.verify!r} is not one of: fast, decode, none")
     if not 0 <= settings.val_fraction < 1:
@@ -454,7 +455,8 @@ def convert(settings: DataSettings) -> ConvertResult:
     labels = [_labels_of(entry) for entry in entries]
     names = _label_names(fmt_module, src, settings, known, labels) if entries else []
     label_ids = {name: index for index, name in enumerate(names, start=1)}
-    planned = _plan_splits(entries, labels, settings)
+    planned, split_info = _plan_splits(entries, labels, settings)
+    LOGGER.info("data[%s]: split: %s", fmt, split_info["description"])
 
     # write everything into a temporary sibling of the output, then swap it in
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -480,10 +482,13 @@ def convert(settings: DataSettings) -> ConvertResult:
         _note_content_duplicates(written, splits, issues)
         from odstack.data import report as report_module
 
-        failure = _failure(entries, splits, settings, issues)
+        expect_val = settings.split == "source" or settings.val_fraction > 0
+        warnings = report_module.dataset_warnings(splits, label_ids, settings.min_examples, expect_val)
+        failure = _failure(entries, splits, settings, issues, warnings)
         report = report_module.build(src=src, fmt=fmt, settings=settings, splits=splits,
                                      shard_files={} if failure else shard_files, label_ids=label_ids, issues=issues,
-                                     written=written, entries=len(entries), seconds=time.monotonic() - started)
+                                     written=written, entries=len(entries), seconds=time.monotonic() - started,
+                                     split=split_info, warnings=warnings)
         if failure is not None:
             kept = _keep_failed_report(report, out)
             report_module.print_summary(report, None, kept)
@@ -492,6 +497,7 @@ def convert(settings: DataSettings) -> ConvertResult:
         labelmap.write(tmp / "label_map.pbtxt", names)
         for split_name, items in splits.items():
             _write_csv(tmp / "tf_csv" / f"{split_name}.csv", items)
+        report_module.write_samples(tmp, splits, report)
         report_module.write(tmp, report)
         replace_dir(tmp, out)
     except BaseException:
@@ -504,14 +510,39 @@ def convert(settings: DataSettings) -> ConvertResult:
 
 
 def _plan_splits(entries: list[ImageEntry], labels: list[set[str]],
-                 settings: DataSettings) -> dict[str, list[ImageEntry]]:
-    if settings.split == "source":
-        if not any(entry.subset for entry in entries):
-            raise ConfigError("split=source, but this dataset states no train/val split",
-                              where=str(settings.src), hint="use SPLIT=random (the default)")
-        return {"train": [e for e in entries if e.subset != "val"], "val": [e for e in entries if e.subset == "val"]}
-    train_idx, val_idx = split_indices(labels, settings.val_fraction, settings.seed)
-    return {"train": [entries[i] for i in train_idx], "val": [entries[i] for i in val_idx]}
+                 settings: DataSettings) -> tuple[dict[str, list[ImageEntry]], dict[str, str]]:
+    """The images of each split, and how the split was made (for the log and the report).
+
+    auto: the source's own split when it states one (test kept as test), else random. When the source
+    has no val, auto draws val from the source's train (test untouched); source does not.
+    """
+    stated = sorted({entry.subset for entry in entries if entry.subset})
+    mode = settings.split if settings.split != "auto" else ("source" if stated else "random")
+    if mode == "random":
+        train_idx, val_idx = split_indices(labels, settings.val_fraction, settings.seed)
+        return ({"train": [entries[i] for i in train_idx], "val": [entries[i] for i in val_idx]},
+                {"mode": "random", "description": f"random, seeded (seed {settings.seed}) and class-aware, "
+                                                  f"{settings.val_fraction:g} of the images in val"})
+    if not stated:
+        raise ConfigError("split=source, but this dataset states no train/val split",
+                          where=str(settings.src), hint="use SPLIT=random or SPLIT=auto (the default)")
+    planned: dict[str, list[ImageEntry]] = {"train": [], "val": [], "test": []}
+    for entry in entries:
+        planned[entry.subset or "train"].append(entry)
+    description = f"the dataset's own split ({', '.join(stated)}), kept; SPLIT=random re-splits"
+    unassigned = sum(1 for entry in entries if not entry.subset)
+    if unassigned:
+        description += f"; {unassigned} image(s) the source puts in no split are in train"
+    if settings.split == "auto" and not planned["val"] and settings.val_fraction > 0:
+        in_train = [i for i, entry in enumerate(entries) if (entry.subset or "train") == "train"]
+        train_idx, val_idx = split_indices([labels[i] for i in in_train], settings.val_fraction, settings.seed)
+        planned["train"] = [entries[in_train[i]] for i in train_idx]
+        planned["val"] = [entries[in_train[i]] for i in val_idx]
+        description += (f"; it has no val, so val is drawn from its train ({settings.val_fraction:g}, seeded, "
+                        "class-aware)")
+    if not planned["test"]:
+        del planned["test"]
+    return planned, {"mode": "source", "description": description}
 
 
 def _run_tasks(tasks: list[ShardTask], workers: int, total: int, fmt: str) -> list[ShardResult]:
@@ -532,7 +563,7 @@ def _run_tasks(tasks: list[ShardTask], workers: int, total: int, fmt: str) -> li
 
 
 def _failure(entries: list[ImageEntry], splits: dict[str, list[CleanImage]], settings: DataSettings,
-             issues: IssueLog) -> DatasetError | StrictModeError | None:
+             issues: IssueLog, warnings: list[dict[str, Any]]) -> DatasetError | StrictModeError | None:
     """Why this run must not write its output, if it must not."""
     if not entries:
         return DatasetError("the dataset has no images", where=str(settings.src),
@@ -541,8 +572,8 @@ def _failure(entries: list[ImageEntry], splits: dict[str, list[CleanImage]], set
         return DatasetError("no usable images: every image was skipped", where=str(settings.src),
                             hint="see the reasons above; most often the image files are not where the "
                                  "annotations say")
-    if settings.strict and issues.skips:
-        return StrictModeError(_strict_message(issues), where=str(settings.src),
+    if settings.strict and (issues.skips or warnings):
+        return StrictModeError(_strict_message(issues, warnings), where=str(settings.src),
                                hint="fix the listed items, or run without STRICT=1 to skip them")
     return None
 
@@ -577,12 +608,17 @@ def _note_content_duplicates(written: list[tuple[str, str, int]], splits: dict[s
                                if across else ""), name)
 
 
-def _strict_message(issues: IssueLog) -> str:
+def _strict_message(issues: IssueLog, warnings: list[dict[str, Any]]) -> str:
     counts = Counter(i.reason for i in issues.skips)
-    lines = [f"STRICT=1: {len(issues.skips)} item(s) would be skipped "
-             f"({', '.join(f'{n} {r}' for r, n in counts.most_common())}):"]
-    for issue in issues.skips[:10]:
-        lines.append(f"  {issue.where}: {issue.message}")
-    if len(issues.skips) > 10:
-        lines.append(f"  ... and {len(issues.skips) - 10} more")
+    lines = []
+    if issues.skips:
+        lines.append(f"STRICT=1: {len(issues.skips)} item(s) would be skipped "
+                     f"({', '.join(f'{n} {r}' for r, n in counts.most_common())}):")
+        for issue in issues.skips[:10]:
+            lines.append(f"  {issue.where}: {issue.message}")
+        if len(issues.skips) > 10:
+            lines.append(f"  ... and {len(issues.skips) - 10} more")
+    if warnings:
+        lines.append(f"STRICT=1: {len(warnings)} warning(s):")
+        lines.extend(f"  {warning['message']}" for warning in warnings)
     return "\n".join(lines)

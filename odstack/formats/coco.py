@@ -40,7 +40,7 @@ class CocoLayout:
     IMAGES_DIR = "images"
     REQUIRED_KEYS = ("images", "annotations", "categories")
     # Split names (lower case, trailing year digits dropped) that say which subset a file is.
-    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     # detect() parses files up to this size; beyond it, it only looks at the head and the tail, because
     # the official instances_train2017.json is ~450 MB and detection must stay cheap.
     PARSE_LIMIT = 8 << 20
@@ -293,7 +293,7 @@ def _split_name(path: Path, root: Path) -> str | None:
 
 
 def _subset(split: str | None) -> str | None:
-    """"train2017" -> "train", "valid"/"val2017"/"test" -> "val"; anything else has no subset."""
+    """"train2017" -> "train", "valid"/"val2017" -> "val", "test2017" -> "test"; anything else has no subset."""
     return CocoLayout.SUBSETS.get(re.sub(r"\d+$", "", split.lower())) if split else None
 
 

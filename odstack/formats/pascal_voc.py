@@ -34,10 +34,10 @@ class VocLayout:
     IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
     IMAGESETS = ("ImageSets", "Main")
     # (list file, subset), in priority order: an id in train.txt and trainval.txt stays "train".
-    # VOC's test list is our validation data; trainval only matters when train/val lists are absent.
-    SUBSET_LISTS = (("train", "train"), ("val", "val"), ("test", "val"), ("trainval", "train"))
+    # test stays test (its own shards); trainval only matters when train/val lists are absent.
+    SUBSET_LISTS = (("train", "train"), ("val", "val"), ("test", "test"), ("trainval", "train"))
     # Roboflow-style split folders (first path component under src) when there is no ImageSets list.
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
     DETECT_SAMPLE = 3  # XML files sniffed by detect()
     DETECT_DEPTH = 3  # VOCdevkit/VOC2012/Annotations/*.xml is depth 2 below VOCdevkit

@@ -41,8 +41,8 @@ class YoloLayout:
     NAMES_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names", "labels/classes.txt")
     NOT_LABELS = ("classes.txt",)
     IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-    # Split folder -> subset; test is our validation data. Dict order = reading order of Roboflow folders.
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    # Split folder -> subset (test stays test: its own shards). Dict order = reading order of Roboflow folders.
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     FIELDS = 5  # class cx cy w h
 
 

@@ -108,7 +108,7 @@ def test_read_roboflow_layout():
     entries, issues = read_all(ROBOFLOW)
     assert issues.issues == []
     assert summary(entries) == [
-        ("test/img4_jpg.rf.0d0d13.jpg", (32, 24), "val", []),
+        ("test/img4_jpg.rf.0d0d13.jpg", (32, 24), "test", []),
         ("train/img1_jpg.rf.3f1a9c.jpg", (32, 24), "train", [
             ("cat", 1.5, 2.0, 11.5, 10.25, False, False, "annotation id 0"),
             ("dog", 14.0, 3.0, 26.0, 18.0, False, False, "annotation id 1")]),

@@ -112,7 +112,7 @@ def test_roboflow_layout_and_names_list(tmp_path):
     assert yolo.labels(tmp_path) == ["cat", "dog"]
     entries, issues = read_all(tmp_path)
     assert [(e.name, e.subset, [b.label for b in e.boxes]) for e in entries] == [
-        ("test/images/test.jpg", "val", ["dog"]), ("train/images/train.jpg", "train", ["dog"]),
+        ("test/images/test.jpg", "test", ["dog"]), ("train/images/train.jpg", "train", ["dog"]),
         ("valid/images/valid.jpg", "val", ["dog"])]
     assert issues.issues == []
 
