@@ -222,11 +222,11 @@ def _handle_unannotated(entries: list[ImageEntry], negatives: str, issues: Issue
             kept.append(entry)
         elif negatives == "keep":
             issues.note(Reason.NO_ANNOTATION, entry.where,
-                        f"image {entry.name} has no annotation file; kept as a negative (NEGATIVES=keep)", entry.name)
+                        f"image {entry.name} has no annotation; kept as a negative (NEGATIVES=keep)", entry.name)
             kept.append(entry)
         else:
             issues.skip_image(Reason.NO_ANNOTATION, entry.where,
-                              f"image {entry.name} has no annotation file; it is skipped. Annotate it, or set "
+                              f"image {entry.name} has no annotation; it is skipped. Annotate it, or set "
                               "NEGATIVES=keep if images without annotations show nothing to detect", entry.name)
     return kept
 

@@ -27,7 +27,7 @@ from types import ModuleType
 
 from odstack.errors import DatasetError
 
-FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo")
+FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo", "label_studio")
 
 # The names people type (after lower-casing and turning "-", " " and "." into "_") -> the format.
 ALIASES = {
@@ -37,6 +37,7 @@ ALIASES = {
     "ultralytics": "yolo", "yolov5": "yolo", "yolov8": "yolo", "yolo_txt": "yolo", "yolo_ultralytics": "yolo",
     "sly": "supervisely",
     "cloudannotations": "cloud_annotations", "ibm": "cloud_annotations",
+    "labelstudio": "label_studio", "ls": "label_studio", "label_studio_json": "label_studio",
 }
 
 

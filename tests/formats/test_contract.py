@@ -20,6 +20,7 @@ CASES = [
     ("coco", "official"), ("coco", "roboflow"),
     ("supervisely", "project"),
     ("cloud_annotations", "."),
+    ("label_studio", "project"),
 ]
 
 
