@@ -120,6 +120,25 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+def embedded_bytes(annotation: Path) -> bytes:
+    """The image a LabelMe-style JSON carries as base64 ``imageData``; ``ImageProblem`` when it cannot."""
+    import base64
+    import binascii
+    import json
+
+    from odstack.records import Reason
+
+    try:
+        text = json.loads(annotation.read_bytes())["imageData"]
+        data = base64.b64decode(text, validate=True)
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        raise ImageProblem(Reason.CORRUPT_IMAGE, f"image file not found, and the imageData in "
+                                                 f"{annotation.name} is not a base64 image") from None
+    if not data:
+        raise ImageProblem(Reason.CORRUPT_IMAGE, f"image file not found, and the imageData in {annotation.name} is empty")
+    return data
+
+
 def probe(path: Path, verify: str = "fast", declared_size: tuple[int, int] | None = None) -> ImageInfo:
     """``probe_bytes`` of a file."""
     return probe_bytes(read_bytes(path), verify, declared_size)

@@ -60,6 +60,8 @@ class ImageEntry:
     ``annotated`` is false for an image found without any annotation file (an image beside LabelImg
     XMLs that was never saved, an ImageSets id without its XML): the converter reports it, and keeps
     it as a negative only when asked to (negatives=keep).
+    ``embedded`` is an annotation file that carries the image itself (LabelMe's base64 ``imageData``),
+    used when the image file is missing.
     """
 
     image: Path
@@ -69,6 +71,7 @@ class ImageEntry:
     declared_size: tuple[int, int] | None = None
     subset: str | None = None
     annotated: bool = True
+    embedded: Path | None = None
 
 
 class Reason:

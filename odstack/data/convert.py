@@ -360,7 +360,7 @@ def _write_shard(task: ShardTask) -> ShardResult:
     with tfrecord.RecordWriter(task.path) as writer:
         for position, entry in enumerate(task.entries):
             try:
-                data = images.read_bytes(entry.image)
+                data = _image_bytes(entry, issues)
                 info = images.probe_bytes(data, task.verify, entry.declared_size)
                 stored = images.stored_bytes(data, info)
             except images.ImageProblem as problem:
@@ -399,6 +399,20 @@ def _write_shard(task: ShardTask) -> ShardResult:
             written.append((position, info, boxes, digest, len(stored)))
             _count()
     return ShardResult(written, issues.issues)
+
+
+def _image_bytes(entry: ImageEntry, issues: IssueLog) -> bytes:
+    """The image file's bytes; when it is missing, the copy its annotation carries (LabelMe imageData)."""
+    try:
+        return images.read_bytes(entry.image)
+    except images.ImageProblem as problem:
+        if problem.reason != Reason.MISSING_IMAGE or entry.embedded is None:
+            raise
+    data = images.embedded_bytes(entry.embedded)
+    issues.note(Reason.IMAGE_CONVERTED, entry.where,
+                f"image file {entry.name} not found; the copy embedded in the annotation (imageData) is used",
+                entry.name)
+    return data
 
 
 def _count() -> None:

@@ -21,6 +21,7 @@ CASES = [
     ("supervisely", "project"),
     ("cloud_annotations", "."),
     ("label_studio", "project"),
+    ("labelme", "project"),
 ]
 
 
