@@ -22,6 +22,7 @@ CASES = [
     ("cloud_annotations", "."),
     ("label_studio", "project"),
     ("labelme", "project"),
+    ("cvat", "task"),
 ]
 
 
