@@ -27,7 +27,7 @@ from types import ModuleType
 
 from odstack.errors import DatasetError
 
-FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo", "label_studio", "labelme", "cvat")
+FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo", "label_studio", "labelme", "cvat", "darknet")
 
 # The names people type (after lower-casing and turning "-", " " and "." into "_") -> the format.
 ALIASES = {
@@ -37,6 +37,7 @@ ALIASES = {
     "ultralytics": "yolo", "yolov5": "yolo", "yolov8": "yolo", "yolo_txt": "yolo", "yolo_ultralytics": "yolo",
     "sly": "supervisely",
     "cloudannotations": "cloud_annotations", "ibm": "cloud_annotations",
+    "yolo_darknet": "darknet", "cvat_yolo": "darknet", "yolo_1_1": "darknet", "yolo1_1": "darknet",
     "cvat_xml": "cvat", "cvat_images": "cvat", "cvat_for_images": "cvat", "cvat_for_images_1_1": "cvat",
     "label_me": "labelme", "labelme_json": "labelme",
     "labelstudio": "label_studio", "ls": "label_studio", "label_studio_json": "label_studio",

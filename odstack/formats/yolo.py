@@ -57,6 +57,20 @@ def detect(src: Path) -> bool:
     return has_labels and (has_images or _names_file(src) is not None)
 
 
+def missing(src: Path) -> str | None:
+    """What a folder lacks to be read as YOLO (for the error when FORMAT=yolo is given but does not fit)."""
+    src = Path(src)
+    if not src.is_dir():
+        return "SRC is not a folder"
+    pairs = _pairs(src)
+    lacking = []
+    if not any(_has_label_files(labels_dir) for _, labels_dir, _ in pairs):
+        lacking.append("a labels/ folder with .txt label files (top level, or in train/ valid/ test/)")
+    if not any(images_dir.is_dir() for images_dir, _, _ in pairs) and _names_file(src) is None:
+        lacking.append("an images/ folder beside labels/, or a classes.txt / obj.names / data.yaml")
+    return ("missing " + "; and ".join(lacking)) if lacking else None
+
+
 def labels(src: Path) -> list[str] | None:
     """Class names in id order, from data.yaml / classes.txt / obj.names."""
     names, _ = _names(Path(src))
@@ -88,13 +102,14 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
                            hint=f"put the images ({', '.join(YoloLayout.IMAGE_EXTS)}) under images/")
     _report_orphans(src, pairs, expected_labels, issues)
     for name, image, label, subset in sorted(found, key=lambda f: f[0]):
-        entry = _read_labels(src, name, image, label, subset, names, keypoint_values, issues)
+        entry = read_label_file(src, name, image, label, subset, names, keypoint_values, issues)
         if entry is not None:
             yield entry
 
 
-def _read_labels(src: Path, name: str, image: Path, label: Path, subset: str | None,
+def read_label_file(src: Path, name: str, image: Path, label: Path, subset: str | None,
                  names: dict[int, str], keypoint_values: int | None, issues: IssueLog) -> ImageEntry | None:
+    """The entry of one image from its label file (``label``; missing: a negative); None if unreadable."""
     rel = label.relative_to(src).as_posix()
     try:
         data = label.read_bytes()
@@ -183,6 +198,11 @@ def _names(src: Path) -> tuple[dict[int, str], Path]:
         raise DatasetError("no class names file", where=str(src),
                            hint="add classes.txt (one name per line, line 1 = class 0) or a data.yaml with "
                                 "'names: [...]'")
+    return read_names(path), path
+
+
+def read_names(path: Path) -> dict[int, str]:
+    """{class id: name} of a names file: data.yaml's ``names:``, or one name per line (classes.txt, obj.names)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -198,7 +218,7 @@ def _names(src: Path) -> tuple[dict[int, str], Path]:
     if not names:
         raise DatasetError("the class names file declares no class", where=str(path),
                            hint="list the class names, one per line (or under 'names:' in data.yaml)")
-    return names, path
+    return names
 
 
 def _load_yaml(text: str, path: Path):

@@ -23,6 +23,7 @@ CASES = [
     ("label_studio", "project"),
     ("labelme", "project"),
     ("cvat", "task"),
+    ("darknet", "cvat_yolo"),
 ]
 
 
