@@ -16,6 +16,7 @@ turns out unusable while writing is dropped from its split; the report counts wh
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import math
@@ -63,6 +64,7 @@ class DataSettings:
     negatives: str = "skip"  # images without an annotation file: skip (reported) | keep (as negatives)
     allow_outside: bool = False  # read images whose paths resolve outside the dataset (each is listed)
     min_examples: int = 10  # a class with fewer boxes than this is warned about
+    write_records: bool = True  # false: only the report (`make stats`): images are still read and checked
 
 
 @dataclass(slots=True)
@@ -98,6 +100,7 @@ class ShardTask:
     label_ids: dict[str, int]
     known: dict[str, int] | None
     rejected: list[int] = field(default_factory=list)  # per entry: objects its reader already rejected
+    write: bool = True  # false: check only (`make stats`)
 
 
 @dataclass
@@ -147,6 +150,9 @@ def _check_paths(settings: DataSettings) -> None:
             raise ConfigError("output directory is not empty and was not written by odstack",
                               where=str(settings.out),
                               hint="choose another OUT, or empty it yourself; odstack replaces only its own outputs")
+        if not settings.write_records and any(out.glob("*.record")):
+            raise ConfigError("output directory holds records; stats writes only a report and would replace them",
+                              where=str(settings.out), hint="choose another OUT for `make stats` (default output/stats)")
     if settings.split not in ("auto", "random", "source"):
         raise ConfigError(f"split={settings.split!r} is not one of: auto, random, source")
     if settings.verify not in ("fast", "decode", "none"):
@@ -357,7 +363,7 @@ def _write_shard(task: ShardTask) -> ShardResult:
     """Check, validate and write every image of one shard (each image file is read once)."""
     issues = IssueLog()
     written: list[tuple[int, images.ImageInfo, list[CleanBox], str, int]] = []
-    with tfrecord.RecordWriter(task.path) as writer:
+    with tfrecord.RecordWriter(task.path) if task.write else contextlib.nullcontext() as writer:
         for position, entry in enumerate(task.entries):
             try:
                 data = _image_bytes(entry, issues)
@@ -388,14 +394,15 @@ def _write_shard(task: ShardTask) -> ShardResult:
                 continue
             digest = hashlib.sha256(stored).hexdigest()
             width, height = info.width, info.height
-            writer.write(tfrecord.serialize_example(tfrecord.ExampleData(
-                encoded=stored, image_format=info.stored_format, width=width, height=height,
-                filename=entry.name, source_id=entry.name, sha256=digest,
-                xmin=[b.xmin / width for b in boxes], xmax=[b.xmax / width for b in boxes],
-                ymin=[b.ymin / height for b in boxes], ymax=[b.ymax / height for b in boxes],
-                class_text=[b.label for b in boxes], class_label=[task.label_ids[b.label] for b in boxes],
-                difficult=[int(b.difficult) for b in boxes], truncated=[int(b.truncated) for b in boxes],
-                is_crowd=[int(b.is_crowd) for b in boxes])))
+            if writer is not None:
+                writer.write(tfrecord.serialize_example(tfrecord.ExampleData(
+                    encoded=stored, image_format=info.stored_format, width=width, height=height,
+                    filename=entry.name, source_id=entry.name, sha256=digest,
+                    xmin=[b.xmin / width for b in boxes], xmax=[b.xmax / width for b in boxes],
+                    ymin=[b.ymin / height for b in boxes], ymax=[b.ymax / height for b in boxes],
+                    class_text=[b.label for b in boxes], class_label=[task.label_ids[b.label] for b in boxes],
+                    difficult=[int(b.difficult) for b in boxes], truncated=[int(b.truncated) for b in boxes],
+                    is_crowd=[int(b.is_crowd) for b in boxes])))
             written.append((position, info, boxes, digest, len(stored)))
             _count()
     return ShardResult(written, issues.issues)
@@ -485,7 +492,8 @@ def convert(settings: DataSettings) -> ConvertResult:
             for index, name in enumerate(shard_files[split_name]):
                 chunk = items[index * len(items) // count:(index + 1) * len(items) // count]
                 tasks.append((split_name, ShardTask(tmp / name, chunk, settings.verify, label_ids, known,
-                                                    [rejected[entry.name] for entry in chunk])))
+                                                    [rejected[entry.name] for entry in chunk],
+                                                    settings.write_records)))
         results = _run_tasks([task for _, task in tasks], workers, len(entries), fmt)
         splits: dict[str, list[CleanImage]] = {name: [] for name in planned}
         for (split_name, task), result in zip(tasks, results):
@@ -500,7 +508,7 @@ def convert(settings: DataSettings) -> ConvertResult:
         warnings = report_module.dataset_warnings(splits, label_ids, settings.min_examples, expect_val)
         failure = _failure(entries, splits, settings, issues, warnings)
         report = report_module.build(src=src, fmt=fmt, settings=settings, splits=splits,
-                                     shard_files={} if failure else shard_files, label_ids=label_ids, issues=issues,
+                                     shard_files=shard_files if settings.write_records and not failure else {}, label_ids=label_ids, issues=issues,
                                      written=written, entries=len(entries), seconds=time.monotonic() - started,
                                      split=split_info, warnings=warnings)
         if failure is not None:
@@ -508,9 +516,10 @@ def convert(settings: DataSettings) -> ConvertResult:
             report_module.print_summary(report, None, kept)
             failure.hint = f"{failure.hint}; every reason is in {kept}.json (and .html)"
             raise failure
-        labelmap.write(tmp / "label_map.pbtxt", names)
-        for split_name, items in splits.items():
-            _write_csv(tmp / "tf_csv" / f"{split_name}.csv", items)
+        if settings.write_records:
+            labelmap.write(tmp / "label_map.pbtxt", names)
+            for split_name, items in splits.items():
+                _write_csv(tmp / "tf_csv" / f"{split_name}.csv", items)
         report_module.write_samples(tmp, splits, report)
         report_module.write(tmp, report)
         replace_dir(tmp, out)

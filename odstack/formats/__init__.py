@@ -31,7 +31,7 @@ FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotation
 
 # The names people type (after lower-casing and turning "-", " " and "." into "_") -> the format.
 ALIASES = {
-    "voc": "pascal_voc", "pascal": "pascal_voc", "labelimg": "pascal_voc", "xml": "pascal_voc",
+    "voc": "pascal_voc", "pascal": "pascal_voc", "labelimg": "pascal_voc",
     "csv": "tf_csv", "tensorflow_csv": "tf_csv", "vott": "tf_csv", "vott_csv": "tf_csv",
     "coco_json": "coco", "mscoco": "coco", "coco_detection": "coco",
     "ultralytics": "yolo", "yolov5": "yolo", "yolov8": "yolo", "yolo_txt": "yolo", "yolo_ultralytics": "yolo",

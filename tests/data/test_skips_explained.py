@@ -249,3 +249,46 @@ def test_stale_temporary_directories_of_dead_runs_are_removed(tmp_path, caplog):
     assert not dead.exists() and not dead_old.exists()
     assert alive.exists() and other.exists()
     assert ".out.tmp-99999999" in caplog.text and "removed" in caplog.text
+
+
+# -- the names people type, and the report without records -------------------------------------------
+
+@pytest.mark.parametrize("typed", ["voc", "VOC", "Pascal-VOC", "labelimg", "pascal_voc"])
+def test_format_aliases(tmp_path, typed):
+    src = _labelimg_with_unsaved(tmp_path / "ds")
+    assert run(src, tmp_path / "out", format=typed, val_fraction=0)["source"]["format"] == "pascal_voc"
+
+
+def test_unknown_format_suggests_a_name(tmp_path):
+    src = _labelimg_with_unsaved(tmp_path / "ds")
+    with pytest.raises(DatasetError, match="did you mean FORMAT=label_studio"):
+        run(src, tmp_path / "out", format="labelstudo")
+
+
+def test_cli_help_lists_formats_and_aliases():
+    result = _cli("data", "--help")
+    assert result.returncode == 0 and "yolo_darknet=darknet" in result.stdout and "labelstudio=label_studio" in result.stdout
+    assert "negatives: skip" in result.stdout and "allow_outside: false" in result.stdout
+
+
+def test_stats_writes_the_report_and_no_records(tmp_path):
+    src = _labelimg_with_unsaved(tmp_path / "ds")
+    result = _cli("stats", f"src={src}", f"out={tmp_path / 'stats'}")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "stats").iterdir()) == ["report.html", "report.json", "report_samples"]
+    report = json.loads((tmp_path / "stats" / "report.json").read_text())
+    assert report["totals"]["images"] == 1 and report["splits"]["train"]["shards"] == []
+    assert "no_annotation" in result.stderr  # the same summary as `make data`
+    records = tmp_path / "records"
+    run(src, records, val_fraction=0)
+    result = _cli("stats", f"src={src}", f"out={records}")
+    assert result.returncode == 2 and "holds records" in result.stderr
+    assert list(records.glob("*.record"))
+
+
+def test_make_help_lists_every_format_and_alias():
+    from odstack.formats import ALIASES, FORMAT_NAMES
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text(encoding="utf-8")
+    (line,) = [line for line in makefile.splitlines() if line.startswith("FORMAT ?=")]
+    assert set(FORMAT_NAMES) | set(ALIASES) <= set(line.replace("|", " ").replace(";", " ").split())
