@@ -18,6 +18,7 @@ Lines other than boxes, read as Ultralytics reads them when it trains a detector
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -95,7 +96,9 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
             label = (labels_dir / inner).with_suffix(YoloLayout.LABEL_SUFFIX)
             expected_labels.add(label)
             # images/train/x.jpg: the first folder under images/ states the split
-            split = YoloLayout.SPLIT_DIRS.get(inner.parts[0].lower()) if len(inner.parts) > 1 else None
+            # (trailing digits dropped: Ultralytics' coco128 has images/train2017/)
+            split = YoloLayout.SPLIT_DIRS.get(re.sub(r"\d+$", "", inner.parts[0].lower())) \
+                if len(inner.parts) > 1 else None
             found.append((image.relative_to(src).as_posix(), image, label, subset or split))
     if not found:
         raise DatasetError("no image files found", where=str(src),

@@ -240,3 +240,13 @@ def test_pose_like_line_without_kpt_shape_says_what_to_add(tmp_path):
     entries, issues = read_all(tmp_path)
     assert entries[0].boxes == []
     assert issues.issues[0].reason == Reason.INVALID_VALUE and "kpt_shape" in issues.issues[0].message
+
+
+def test_split_folders_with_years_state_the_split(tmp_path):
+    write(tmp_path / "data.yaml", "path: .\ntrain: images/train2017\nval: images/val2017\nnames: ['cat']\n")
+    for split in ("train2017", "val2017"):
+        write(tmp_path / "images" / split / "a.jpg", "x")
+        write(tmp_path / "labels" / split / "a.txt", "0 0.5 0.5 0.2 0.2\n")
+    entries, _ = read_all(tmp_path)
+    assert [(e.name, e.subset) for e in entries] == [("images/train2017/a.jpg", "train"),
+                                                    ("images/val2017/a.jpg", "val")]
