@@ -2,9 +2,12 @@
 
 Flow (each step's problems go to one IssueLog, so report.json lists every skip with file and reason):
 
-1. read     the format module yields ImageEntry objects (format auto-detected unless given)
-2. dedupe   the same image annotated twice is kept once (first wins; the second is reported)
-3. split    seeded and class-aware on the annotated labels, or the source's own split (split=source)
+1. read     the format module yields ImageEntry objects (format auto-detected unless given); images whose
+            path resolves outside the dataset are refused (allow_outside=true reads and lists them)
+2. dedupe   the same image annotated twice is kept once (first wins; the second is reported); images
+            without any annotation are reported, and kept as negatives only with negatives=keep
+3. split    the source's own split when it states one (split=auto/source; test stays its own split),
+            else seeded and class-aware on the annotated labels (split=random)
 4. write    in parallel, one worker per shard, each image read ONCE: header (size, format, EXIF
             orientation) and integrity check from the bytes in memory, boxes validated against the
             real size (clipped, or skipped with a reason), then hashed and written; all into a
@@ -12,7 +15,9 @@ Flow (each step's problems go to one IssueLog, so report.json lists every skip w
             succeeded (and, with STRICT=1, nothing was skipped)
 
 One read per image is what lets the converter keep up with `cp` (docs/benchmarks.md). An image that
-turns out unusable while writing is dropped from its split; the report counts what was written.
+turns out unusable while writing (or whose every object was rejected) is dropped from its split; the
+report counts what was written. A run that must fail (nothing usable; STRICT=1 with skips or warnings)
+prints its summary and keeps its report beside OUT before it raises.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from odstack import formats, images, labelmap, tfrecord
+from odstack.data import report as report_module
 from odstack.data.split import split_indices
 from odstack.errors import ConfigError, DatasetError, StrictModeError
 from odstack.fsio import replace_dir
@@ -456,9 +462,10 @@ def convert(settings: DataSettings) -> ConvertResult:
     workers = _worker_count(settings.workers)
     issues = IssueLog()
 
-    fmt = formats.resolve(settings.format) if settings.format not in ("auto", "", None) else formats.detect(src)
+    given = settings.format not in ("auto", "", None)
+    fmt = formats.resolve(settings.format) if given else formats.detect(src)
     fmt_module = formats.get(fmt)
-    if settings.format not in ("auto", "", None) and not fmt_module.detect(src):
+    if given and not fmt_module.detect(src):
         try:
             found = f"; it looks like FORMAT={formats.detect(src)}"
         except DatasetError:
@@ -502,15 +509,13 @@ def convert(settings: DataSettings) -> ConvertResult:
             issues.extend(result.issues)
         written = [(c.entry.name, c.sha256, c.stored_size) for items in splits.values() for c in items]
         _note_content_duplicates(written, splits, issues)
-        from odstack.data import report as report_module
-
         expect_val = settings.split == "source" or settings.val_fraction > 0
         warnings = report_module.dataset_warnings(splits, label_ids, settings.min_examples, expect_val)
         failure = _failure(entries, splits, settings, issues, warnings)
-        report = report_module.build(src=src, fmt=fmt, settings=settings, splits=splits,
-                                     shard_files=shard_files if settings.write_records and not failure else {}, label_ids=label_ids, issues=issues,
-                                     written=written, entries=len(entries), seconds=time.monotonic() - started,
-                                     split=split_info, warnings=warnings)
+        kept_shards = shard_files if settings.write_records and failure is None else {}
+        report = report_module.build(src=src, fmt=fmt, settings=settings, splits=splits, shard_files=kept_shards,
+                                     label_ids=label_ids, issues=issues, written=written, entries=len(entries),
+                                     seconds=time.monotonic() - started, split=split_info, warnings=warnings)
         if failure is not None:
             kept = _keep_failed_report(report, out)
             report_module.print_summary(report, None, kept)
@@ -603,8 +608,6 @@ def _failure(entries: list[ImageEntry], splits: dict[str, list[CleanImage]], set
 
 def _keep_failed_report(report: dict[str, Any], out: Path) -> Path:
     """Write the report of a failed run beside the output it did not write; returns the path without suffix."""
-    from odstack.data import report as report_module
-
     base = out.with_name(out.name + FAILED_REPORT_SUFFIX)
     report_module.write_files(base, report)
     return base

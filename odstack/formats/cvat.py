@@ -1,5 +1,8 @@
 """CVAT for images 1.1 XML: one ``annotations.xml`` for every image, the images in ``images/``.
 
+Datumaro's CVAT exporter writes the same XML once per subset (``train.xml``, ``valid.xml``, ...) beside
+``images/``: then each file's name states its subset.
+
 The file, as CVAT exports it ("CVAT for images 1.1")::
 
     <annotations><version>1.1</version>
@@ -50,9 +53,10 @@ class CvatLayout:
 
 def detect(src: Path) -> bool:
     """True if ``src`` is (or holds) an XML whose root is <annotations> with a <version> or <image> child."""
-    path = _file(Path(src))
-    if path is None:
-        return False
+    return bool(_files(Path(src)))
+
+
+def _is_cvat(path: Path) -> bool:
     depth = 0
     try:
         for event, element in ET.iterparse(path, events=("start", "end")):
@@ -70,27 +74,32 @@ def detect(src: Path) -> bool:
 
 
 def labels(src: Path) -> list[str] | None:
-    """Label names in <meta> order (task or project labels), or None if <meta> lists none."""
-    tree = _parse(_file_or_raise(Path(src)), Path(src))
-    names = [label.findtext("name") for label in tree.getroot().iterfind("meta//labels/label")]
-    names = [name.strip() for name in names if name and name.strip()]
+    """Label names in <meta> order (task or project labels, over all files), or None if <meta> lists none."""
+    names = []
+    for path in _files_or_raise(Path(src)):
+        found = [label.findtext("name") for label in _parse(path).getroot().iterfind("meta//labels/label")]
+        names += [name.strip() for name in found if name and name.strip()]
     return list(dict.fromkeys(names)) or None
 
 
 def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
-    """One entry per <image>, in file order; shapes in file order."""
+    """One entry per <image>, files in name order, images in file order; shapes in file order."""
     src = Path(os.path.abspath(src))
-    path = _file_or_raise(src)
-    root = path.parent
-    rel = relative_name(path, root)
+    files = _files_or_raise(src)
     index = DirIndex()
-    for element in _parse(path, src).getroot().iterfind("image"):
-        entry = _read_image(element, rel, root, index, issues)
-        if entry is not None:
-            yield entry
+    for path in files:
+        root = path.parent
+        rel = relative_name(path, root)
+        # datumaro's per-subset files: the file name is the subset
+        file_subset = CvatLayout.SUBSETS.get(path.stem.lower()) if path.name != CvatLayout.FILE else None
+        for element in _parse(path).getroot().iterfind("image"):
+            entry = _read_image(element, rel, root, index, file_subset, issues)
+            if entry is not None:
+                yield entry
 
 
-def _read_image(element: ET.Element, rel: str, root: Path, index: DirIndex, issues: IssueLog) -> ImageEntry | None:
+def _read_image(element: ET.Element, rel: str, root: Path, index: DirIndex, file_subset: str | None,
+                issues: IssueLog) -> ImageEntry | None:
     file_name = (element.get("name") or "").replace("\\", "/")
     where = Location(rel, item=f"image id {element.get('id')}")
     if not file_name:
@@ -107,7 +116,7 @@ def _read_image(element: ET.Element, rel: str, root: Path, index: DirIndex, issu
     width, height = text_number(element.get("width")), text_number(element.get("height"))
     size = (int(width), int(height)) if width and height and width > 0 and height > 0 else None
     return ImageEntry(image, name, boxes, where, declared_size=size,
-                      subset=CvatLayout.SUBSETS.get(subset_text.lower()))
+                      subset=CvatLayout.SUBSETS.get(subset_text.lower()) or file_subset)
 
 
 def _shape_box(shape: ET.Element, where: Location, name: str, issues: IssueLog) -> Box | None:
@@ -176,22 +185,24 @@ def _resolve_image(root: Path, file_name: str, subset: str, index: DirIndex) -> 
     return next((c for c in candidates if index.exists(c)), candidates[0])
 
 
-def _file(src: Path) -> Path | None:
+def _files(src: Path) -> list[Path]:
+    """The CVAT XML files: ``src`` itself, its annotations.xml, or (datumaro) every CVAT *.xml at its top."""
     if src.is_file():
-        return src if src.suffix.lower() == ".xml" else None
-    path = src / CvatLayout.FILE
-    return path if path.is_file() else None
+        return [src] if src.suffix.lower() == ".xml" and _is_cvat(src) else []
+    if (src / CvatLayout.FILE).is_file():
+        return [src / CvatLayout.FILE] if _is_cvat(src / CvatLayout.FILE) else []
+    return [path for path in sorted(src.glob("*.xml")) if path.is_file() and _is_cvat(path)] if src.is_dir() else []
 
 
-def _file_or_raise(src: Path) -> Path:
-    path = _file(src)
-    if path is None:
-        raise DatasetError(f"no {CvatLayout.FILE} found", where=str(src),
+def _files_or_raise(src: Path) -> list[Path]:
+    files = _files(src)
+    if not files:
+        raise DatasetError(f"no CVAT XML ({CvatLayout.FILE}) found", where=str(src),
                            hint="export the task as 'CVAT for images 1.1' and unpack it: annotations.xml + images/")
-    return path
+    return files
 
 
-def _parse(path: Path, src: Path) -> ET.ElementTree:
+def _parse(path: Path) -> ET.ElementTree:
     try:
         tree = ET.parse(path)
     except ET.ParseError as error:

@@ -22,8 +22,8 @@ CASES = [
     ("cloud_annotations", "."),
     ("label_studio", "project"),
     ("labelme", "project"),
-    ("cvat", "task"),
-    ("darknet", "cvat_yolo"),
+    ("cvat", "task"), ("cvat", "datumaro"),
+    ("darknet", "cvat_yolo"), ("darknet", "datumaro"),
 ]
 
 

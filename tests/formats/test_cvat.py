@@ -68,3 +68,17 @@ def test_broken_xml_is_a_dataset_error_with_its_line(tmp_path):
     with pytest.raises(DatasetError) as error:
         read_all(tmp_path)
     assert error.value.where.line == 3
+
+
+def test_datumaro_export_one_xml_per_subset():
+    # written by datumaro 1.13.12's CVAT exporter (tests/fixtures/formats/README.md)
+    src = FIXTURES / "cvat" / "datumaro"
+    assert cvat.detect(src) and cvat.labels(src) == ["dog", "cat"]
+    entries, issues = read_all(src)
+    assert [(e.name, e.subset, [(b.label, b.xmin, b.ymin, b.xmax, b.ymax) for b in e.boxes]) for e in entries] == [
+        ("images/cat.jpg", "train", [("cat", 2, 3, 20, 18), ("dog", 10, 8, 20, 12)]),
+        ("images/street/dog 1.jpg", "train", [("dog", 5.5, 4, 30, 26)]),
+        ("images/empty.jpg", "val", []),
+    ]
+    assert all(e.image.is_file() for e in entries)
+    assert [i.reason for i in issues.issues] == [Reason.POLYGON_TO_BOX, Reason.UNSUPPORTED_SHAPE]

@@ -66,3 +66,15 @@ def test_lists_with_absolute_paths_missing_images_and_no_lists(tmp_path):
     assert [(e.name, e.subset) for e in entries] == [
         ("obj_train_data/frame_000000.jpg", "train"), ("obj_train_data/frame_000001.jpg", "train"),
         ("obj_train_data/frame_000002.jpg", "train"), ("obj_valid_data/frame_000003.png", "val")]
+
+
+def test_datumaro_export():
+    # written by datumaro 1.13.12's YOLO exporter (tests/fixtures/formats/README.md)
+    src = FIXTURES / "darknet" / "datumaro"
+    assert darknet.detect(src) and darknet.labels(src) == ["dog", "cat"]
+    entries, issues = read_all(src)
+    assert [(e.name, e.subset, [b.label for b in e.boxes]) for e in entries] == [
+        ("obj_train_data/cat.jpg", "train", ["cat", "dog"]),
+        ("obj_train_data/street/dog 1.jpg", "train", []),  # datumaro writes no polygon to YOLO
+        ("obj_valid_data/empty.jpg", "val", [])]
+    assert issues.issues == []
