@@ -484,7 +484,6 @@ def convert(settings: DataSettings) -> ConvertResult:
     names = _label_names(fmt_module, src, settings, known, labels) if entries else []
     label_ids = {name: index for index, name in enumerate(names, start=1)}
     planned, split_info = _plan_splits(entries, labels, settings)
-    LOGGER.info("data[%s]: split: %s", fmt, split_info["description"])
 
     # write everything into a temporary sibling of the output, then swap it in
     out.parent.mkdir(parents=True, exist_ok=True)

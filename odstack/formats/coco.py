@@ -59,6 +59,18 @@ def detect(src: Path) -> bool:
     return any(_looks_like_coco(path) for path in _annotation_files(src))
 
 
+def missing(src: Path) -> str | None:
+    """What a folder lacks to be read as COCO detection (for the error when FORMAT=coco does not fit)."""
+    src = Path(src)
+    ann_dir = src / CocoLayout.ANNOTATIONS_DIR
+    others = sorted(p.name for p in (ann_dir.glob("*.json") if ann_dir.is_dir() else [])
+                    if _task_and_split(p)[0] in CocoLayout.OTHER_TASKS)
+    if others:
+        return (f"{', '.join(others)} hold no box per annotation (captions, image lists, or panoptic boxes "
+                "inside segments_info); add the instances_<split>.json (or person_keypoints_) files")
+    return "no JSON with top-level 'images', 'annotations' and 'categories' lists"
+
+
 def labels(src: Path) -> list[str]:
     """Category names sorted by category id (over all JSON files), without Roboflow's placeholder class."""
     src = Path(src).resolve()

@@ -265,3 +265,13 @@ def test_task_files_per_split_instances_preferred(tmp_path):
     assert [(e.name, e.subset) for e in entries] == [("train2017/train2017.jpg", "train"),
                                                     ("val2017/val2017.jpg", "val")]
     assert issues.issues == []
+
+
+def test_panoptic_only_is_explained(tmp_path):
+    from odstack.data.convert import DataSettings, convert
+
+    write_coco(tmp_path / "annotations" / "panoptic_val2017.json", [{"id": 1, "file_name": "a.jpg"}],
+               [{"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 3, "category_id": 1, "bbox": [1, 1, 2, 2]}]}])
+    assert not coco.detect(tmp_path)
+    with pytest.raises(DatasetError, match="panoptic_val2017.json hold no box per annotation"):
+        convert(DataSettings(src=tmp_path, out=tmp_path.parent / "out", format="coco"))
