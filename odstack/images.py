@@ -135,7 +135,8 @@ def embedded_bytes(annotation: Path) -> bytes:
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"image file not found, and the imageData in "
                                                  f"{annotation.name} is not a base64 image") from None
     if not data:
-        raise ImageProblem(Reason.CORRUPT_IMAGE, f"image file not found, and the imageData in {annotation.name} is empty")
+        raise ImageProblem(Reason.CORRUPT_IMAGE,
+                           f"image file not found, and the imageData in {annotation.name} is empty")
     return data
 
 

@@ -158,7 +158,8 @@ def _check_paths(settings: DataSettings) -> None:
                               hint="choose another OUT, or empty it yourself; odstack replaces only its own outputs")
         if not settings.write_records and any(out.glob("*.record")):
             raise ConfigError("output directory holds records; stats writes only a report and would replace them",
-                              where=str(settings.out), hint="choose another OUT for `make stats` (default output/stats)")
+                              where=str(settings.out),
+                              hint="choose another OUT for `make stats` (default output/stats)")
     if settings.split not in ("auto", "random", "source"):
         raise ConfigError(f"split={settings.split!r} is not one of: auto, random, source")
     if settings.verify not in ("fast", "decode", "none"):

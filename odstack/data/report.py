@@ -247,7 +247,8 @@ td,th{{border-bottom:1px solid #ddd;padding:3px 8px;text-align:left;vertical-ali
 .bar{{display:inline-block;height:10px;background:#1f77b4}}
 .plot{{display:grid;grid-template-columns:auto auto;gap:4px;width:max-content}}
 .grid{{display:grid;grid-template-columns:repeat({GRID},22px);gap:1px;background:#eee;width:max-content}}
-.grid div{{height:22px;background:#1f77b4}} .ylabel{{writing-mode:vertical-rl;transform:rotate(180deg);text-align:center}}
+.grid div{{height:22px;background:#1f77b4}}
+.ylabel{{writing-mode:vertical-rl;transform:rotate(180deg);text-align:center}}
 .xticks{{display:flex;justify-content:space-between;width:{GRID * 23}px;font-size:11px}}
 .mosaic img{{height:120px;margin:2px;border:1px solid #ccc}} .warn{{color:#a50}}</style></head><body>
 <h1>Data report</h1>

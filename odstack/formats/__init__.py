@@ -27,7 +27,8 @@ from types import ModuleType
 
 from odstack.errors import DatasetError
 
-FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo", "label_studio", "labelme", "cvat", "darknet")
+FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo", "label_studio", "labelme",
+                "cvat", "darknet")
 
 # The names people type (after lower-casing and turning "-", " " and "." into "_") -> the format.
 ALIASES = {

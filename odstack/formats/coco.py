@@ -68,7 +68,7 @@ def missing(src: Path) -> str | None:
     if others:
         return (f"{', '.join(others)} hold no box per annotation (captions, image lists, or panoptic boxes "
                 "inside segments_info); add the instances_<split>.json (or person_keypoints_) files")
-    return "no JSON with top-level 'images', 'annotations' and 'categories' lists"
+    return None
 
 
 def labels(src: Path) -> list[str]:

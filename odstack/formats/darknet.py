@@ -8,8 +8,9 @@ The layout, as CVAT exports it (and darknet reads it)::
     obj_train_data/   a.jpg + a.txt: one 'class cx cy w h' line (fractions) per box
 
 Paths in ``obj.data`` and the lists are darknet's (relative to its own folder, ``data/...``, or absolute
-on the machine that trained): each is found in SRC as the longest tail of it that exists there. The train/valid/test lists state the split. Without lists, every image in
-an ``obj_<subset>_data/`` folder is read. An image without a ``.txt`` is a negative (darknet's rule).
+on the machine that trained): each is found in SRC as the longest tail of it that exists there. The
+train/valid/test lists state the split. Without lists, every image in an ``obj_<subset>_data/`` folder
+is read. An image without a ``.txt`` is a negative (darknet's rule).
 Lines are read as in the YOLO format (odstack/formats/yolo.py).
 """
 from __future__ import annotations

@@ -267,7 +267,8 @@ def test_unknown_format_suggests_a_name(tmp_path):
 
 def test_cli_help_lists_formats_and_aliases():
     result = _cli("data", "--help")
-    assert result.returncode == 0 and "yolo_darknet=darknet" in result.stdout and "labelstudio=label_studio" in result.stdout
+    assert result.returncode == 0
+    assert "yolo_darknet=darknet" in result.stdout and "labelstudio=label_studio" in result.stdout
     assert "negatives: skip" in result.stdout and "allow_outside: false" in result.stdout
 
 

@@ -271,7 +271,8 @@ def test_panoptic_only_is_explained(tmp_path):
     from odstack.data.convert import DataSettings, convert
 
     write_coco(tmp_path / "annotations" / "panoptic_val2017.json", [{"id": 1, "file_name": "a.jpg"}],
-               [{"image_id": 1, "file_name": "a.png", "segments_info": [{"id": 3, "category_id": 1, "bbox": [1, 1, 2, 2]}]}])
+               [{"image_id": 1, "file_name": "a.png",
+                 "segments_info": [{"id": 3, "category_id": 1, "bbox": [1, 1, 2, 2]}]}])
     assert not coco.detect(tmp_path)
     with pytest.raises(DatasetError, match="panoptic_val2017.json hold no box per annotation"):
         convert(DataSettings(src=tmp_path, out=tmp_path.parent / "out", format="coco"))

@@ -33,7 +33,7 @@ def test_read_export():
     assert [(e.name, e.subset, [(b.label, *(round(v, 6) for v in (b.xmin, b.ymin, b.xmax, b.ymax))) for b in e.boxes])
             for e in entries] == [
         ("obj_train_data/frame_000000.jpg", "train", [("car", 0.25, 0.25, 0.75, 0.75),
-                                                      ("person", 0.1875, 0.166666, 0.3125, 0.333334)]),  # 0.166667 +- half
+                                                      ("person", 0.1875, 0.166666, 0.3125, 0.333334)]),
         ("obj_train_data/frame_000001.jpg", "train", [("person", 0.5, 0.0, 1.0, 1.0)]),
         ("obj_train_data/frame_000002.jpg", "train", []),
         ("obj_valid_data/frame_000003.png", "val", [("car", 0.375, 0.3, 0.625, 0.7)]),

@@ -77,7 +77,8 @@ def test_remote_urls_cancelled_and_broken_results(tmp_path):
             "value": {"x": 10, "y": 10, "width": 20, "height": 20, "rectanglelabels": ["a"]}}
     write(tmp_path / "export.json", [
         {"id": 1, "data": {"image": "https://example.com/a.jpg"}, "annotations": [{"result": [rect]}]},
-        {"id": 2, "data": {"image": "/data/upload/2/b.jpg"}, "annotations": [{"was_cancelled": True, "result": [rect]}]},
+        {"id": 2, "data": {"image": "/data/upload/2/b.jpg"},
+         "annotations": [{"was_cancelled": True, "result": [rect]}]},
         {"id": 3, "data": {"image": "c.jpg"}, "annotations": [{"result": [
             {"type": "rectanglelabels", "value": {"x": "1", "y": 1, "width": 1, "height": 1, "rectanglelabels": ["a"]}},
             {"type": "rectanglelabels", "value": {"x": 1, "y": 1, "width": 1, "height": 1, "rectanglelabels": []}},

@@ -1,12 +1,10 @@
-"""LabelMe reader: the checked-in project (hand-written in LabelMe 5's file shape, see
-tests/fixtures/formats/README.md) and problem cases in tmp_path."""
+"""LabelMe reader: the checked-in project (saved by labelme 5.5.0, see tests/fixtures/formats/README.md)
+and problem cases in tmp_path."""
 from __future__ import annotations
 
 import base64
 import json
 from pathlib import Path
-
-import pytest
 
 from odstack import tfrecord
 from odstack.data.convert import DataSettings, convert
