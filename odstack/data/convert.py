@@ -209,9 +209,15 @@ def _refuse_outside(entries: list[ImageEntry], root: Path, allow: bool, issues: 
     """Images whose path resolves (symlinks followed) outside ``root`` are skipped, unless allowed;
     allowed ones are each listed, so the report says what was read from where."""
     inside = os.path.realpath(root)
+    real_dirs: dict[str, str] = {}  # one realpath per folder, not per image: big datasets have few folders
     kept = []
     for entry in entries:
-        real = os.path.realpath(entry.image)
+        folder, name = os.path.split(os.path.abspath(entry.image))
+        if folder not in real_dirs:
+            real_dirs[folder] = os.path.realpath(folder)
+        real = os.path.join(real_dirs[folder], name)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
         if real == inside or real.startswith(inside.rstrip(os.sep) + os.sep):
             kept.append(entry)
         elif allow:

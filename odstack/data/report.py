@@ -52,14 +52,15 @@ def write_samples(directory: Path, splits: dict, report: dict[str, Any]) -> None
     for label in sorted(chosen, key=lambda name: ids.get(name, 0)):
         paths = []
         for number, item in enumerate(chosen[label]):
+            scale = THUMB_SIZE / max(item.info.width, item.info.height)
+            size = (max(1, round(item.info.width * scale)), max(1, round(item.info.height * scale)))
             try:  # the bytes as stored (orientation applied), so the boxes sit where the trainer sees them
                 stored = images.stored_bytes(item.entry.image.read_bytes(), item.info)
                 with Image.open(io.BytesIO(stored)) as opened:
-                    picture = opened.convert("RGB")
+                    opened.draft("RGB", size)  # JPEG: decode at 1/2..1/8 scale, much faster for a thumbnail
+                    picture = opened.convert("RGB").resize(size)
             except (OSError, ValueError):
                 continue  # changed since it was written: a missing thumbnail is not worth failing for
-            scale = THUMB_SIZE / max(picture.size)
-            picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))))
             draw = ImageDraw.Draw(picture)
             for box in item.boxes:
                 draw.rectangle([box.xmin * scale, box.ymin * scale, box.xmax * scale, box.ymax * scale],

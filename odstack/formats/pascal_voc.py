@@ -100,8 +100,10 @@ def _unannotated(root: Path, annotated: set[Path], xml_stems: dict[Path, set[str
             image = folder / name
             if os.path.splitext(name)[1].lower() in VocLayout.IMAGE_EXTS and not _skipped(name) \
                     and image not in annotated:
+                parts = image.relative_to(root).parts if image.is_relative_to(root) else ()
                 yield ImageEntry(image=image, name=relative_name(image, root), boxes=[], annotated=False,
-                                 where=Location(relative_name(image, root)))
+                                 where=Location(relative_name(image, root)),
+                                 subset=VocLayout.SPLIT_DIRS.get(parts[0].lower()) if len(parts) > 1 else None)
 
 
 def _read_xml(xml_path: Path, root: Path, index: DirIndex, subsets: dict, issues: IssueLog) -> ImageEntry | None:
@@ -225,7 +227,8 @@ def _devkit(xml_path: Path) -> Path:
     return xml_dir.parent if xml_dir.name.lower() == VocLayout.ANNOTATIONS_DIR else xml_dir
 
 
-def _subset(xml_path: Path, root: Path, cache: dict[Path, dict[str, tuple[str, Path, int]] | None]) -> str | None:
+def _subset(xml_path: Path, root: Path,
+            cache: dict[Path, dict[str, tuple[str, Path, int]] | None]) -> str | None:
     """Split from the devkit's ImageSets/Main lists; else from a train/valid/test folder; else None."""
     devkit = _devkit(xml_path)
     if devkit not in cache:
