@@ -121,3 +121,15 @@ def test_report_page_has_axes_image_sizes_and_sample_mosaic_beside_it(tmp_path):
         # the box's left edge (x = 1 px of 64, scaled 3.75x) is drawn pure red over the (200, 30, 30) background
         assert max(rgb.getpixel((x, 60))[0] for x in range(3, 7)) > 235
         assert rgb.getpixel((20, 150))[0] < 215
+
+
+def test_training_side_still_loads_an_output_with_test_shards(tmp_path):
+    from odstack.train.run import DatasetInfo
+
+    src = split_csvs(tmp_path / "ds", {"train": [(f"t{i}.jpg", "a") for i in range(4)],
+                                       "val": [("v.jpg", "a")], "test": [("x.jpg", "a")]})
+    run(src, tmp_path / "out", min_examples=1)
+    info = DatasetInfo.load(tmp_path / "out")
+    assert [p.name for p in info.train_shards] == ["train-00000-of-00001.record"]
+    assert [p.name for p in info.val_shards] == ["val-00000-of-00001.record"]
+    assert (info.train_images, info.val_images) == (4, 1)
