@@ -13,15 +13,18 @@ BASE_IMAGE ?=            ## base image for docker builds (empty: each Dockerfile
 CA_BUNDLE ?=             ## extra CA bundle (PEM) for pip inside docker builds, e.g. behind a TLS-intercepting proxy
 SRC ?=                   ## data: dataset to convert (default input/raccoon)
 OUT ?=                   ## data: output directory (default input/tf_records)
-FORMAT ?=                ## data: auto | supervisely | tf_csv | pascal_voc | coco | cloud_annotations | yolo
+FORMAT ?=                ## data: auto | pascal_voc | tf_csv | coco | yolo | darknet | labelme | cvat | label_studio | supervisely | cloud_annotations; any case; also cloudannotations coco_detection coco_json csv cvat_for_images cvat_for_images_1_1 cvat_images cvat_xml cvat_yolo ibm label_me label_studio_json labelimg labelme_json labelstudio ls mscoco pascal sly tensorflow_csv ultralytics voc vott vott_csv yolo1_1 yolo_1_1 yolo_darknet yolo_txt yolo_ultralytics yolov5 yolov8
 VAL_FRACTION ?=          ## data: share of images for val (default 0.2)
 SEED ?=                  ## data: split seed (default 42)
-SPLIT ?=                 ## data: random | source (use the dataset's own train/val split)
+SPLIT ?=                 ## data: auto (the dataset's own train/val/test split if it has one, else random) | source | random
 SHARDS ?=                ## data: shards per split (default auto)
 STRICT ?=                ## data: 1 = any skipped image/box fails the run
 LABEL_MAP ?=             ## data: an existing label_map.pbtxt to use
 VERIFY ?=                ## data: fast | decode | none (image integrity check)
 WORKERS ?=               ## data: parallel processes (default: CPU cores)
+NEGATIVES ?=             ## data: keep = images without any annotation (unsaved LabelImg XML, unlabelled task) become negatives (default skip, reported)
+ALLOW_OUTSIDE ?=         ## data: 1 = read images whose paths resolve outside SRC (each is listed in the report)
+MIN_EXAMPLES ?=          ## data: classes with fewer boxes are warned about; STRICT=1 fails (default 10)
 ENGINE ?=                ## train: tfvision (PyPI-only, CPU-friendly) | odapi (TF OD API + model zoo)
 MODEL ?=                 ## train: model name (`make models` lists them; default: the engine's default)
 RUN ?=                   ## train/eval: run name under output/ (default: the model name); an existing run resumes
@@ -66,7 +69,8 @@ on_local = $(if $(filter local,$(RUNNER)),$(1))
 # $(call kv,VAR=key ...): "key=value" for every VAR that is set (value: $(VAR)), then ARGS
 kv = $(strip $(foreach pair,$(1),$(if $($(firstword $(subst =, ,$(pair)))),$(lastword $(subst =, ,$(pair)))=$($(firstword $(subst =, ,$(pair)))))) $(ARGS))
 data_args = $(call kv,SRC=src OUT=out FORMAT=format VAL_FRACTION=val_fraction SEED=seed SPLIT=split SHARDS=shards \
-	STRICT=strict LABEL_MAP=label_map VERIFY=verify WORKERS=workers)
+	STRICT=strict LABEL_MAP=label_map VERIFY=verify WORKERS=workers NEGATIVES=negatives ALLOW_OUTSIDE=allow_outside \
+	MIN_EXAMPLES=min_examples)
 train_args = $(call kv,ENGINE=engine MODEL=model RUN=run DATA=data STEPS=steps BATCH=batch IMAGE_SIZE=image_size \
 	GPUS=gpus REPLAN=replan)
 export_args = $(call kv,RUN=run CHECKPOINT=checkpoint MODEL_NAME=model_name)
@@ -139,10 +143,14 @@ image-%:
 	@rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 
 ##@ Pipeline
-.PHONY: data demo train eval models tensorboard synth export tflite tfjs parity
+.PHONY: data stats demo train eval models tensorboard synth export tflite tfjs parity
 data: $(call on_local,$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
+
+stats: $(call on_local,$(VENV)/odapi/.installed) ## the data report of SRC (counts, warnings, report.html) without writing records; OUT default output/stats
+	@mkdir -p input output
+	$(call run_stage,odapi,stats.sh,$(data_args))
 
 demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/TF.js -> serve -> detections (~10 min)
 	@mkdir -p input output

@@ -18,6 +18,14 @@ def _data(args: list[str]) -> None:
     convert(settings.build(DataSettings, "data", args))
 
 
+def _stats(args: list[str]) -> None:
+    from odstack.data.convert import DataSettings, convert
+
+    # The data stage's settings and checks, writing only the report (to the stats section's out unless given).
+    defaults = [f"out={settings.defaults('stats')['out']}", "write_records=false"]
+    convert(settings.build(DataSettings, "data", defaults + args))
+
+
 def _train(args: list[str]) -> None:
     from odstack.train import stage
     from odstack.train.run import TrainSettings
@@ -74,6 +82,7 @@ def _synth(args: list[str]) -> None:
 
 MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "data": (_data, "annotated dataset -> TFRecords + label_map.pbtxt + report"),
+    "stats": (_stats, "the data report of a dataset (report.json/html, warnings), without writing records"),
     "train": (_train, "train a detector on the TFRecords (engine tfvision or odapi)"),
     "eval": (_eval, "COCO metrics of a run's checkpoint -> output/<run>/metrics.json"),
     "models": (_models, "list the models each engine can train"),
@@ -109,7 +118,14 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE.format(modes=modes), file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in args):
-        print(f"usage: python -m odstack {mode} [key=value ...]\n\nsettings (defaults):\n{settings.describe(mode)}")
+        section = "data" if mode == "stats" else mode
+        print(f"usage: python -m odstack {mode} [key=value ...]\n\nsettings (defaults):\n{settings.describe(section)}")
+        if section == "data":
+            from odstack import formats
+
+            print(f"\nformats: {', '.join(formats.FORMAT_NAMES)}\n"
+                  f"format aliases (any case; '-', ' ', '.' for '_'): "
+                  + ", ".join(f"{alias}={name}" for alias, name in sorted(formats.ALIASES.items())))
         return 0
     try:
         MODES[mode][0](args)

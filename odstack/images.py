@@ -120,6 +120,26 @@ def read_bytes(path: Path) -> bytes:
     return data
 
 
+def embedded_bytes(annotation: Path) -> bytes:
+    """The image a LabelMe-style JSON carries as base64 ``imageData``; ``ImageProblem`` when it cannot."""
+    import base64
+    import binascii
+    import json
+
+    from odstack.records import Reason
+
+    try:
+        text = json.loads(annotation.read_bytes())["imageData"]
+        data = base64.b64decode(text, validate=True)
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        raise ImageProblem(Reason.CORRUPT_IMAGE, f"image file not found, and the imageData in "
+                                                 f"{annotation.name} is not a base64 image") from None
+    if not data:
+        raise ImageProblem(Reason.CORRUPT_IMAGE,
+                           f"image file not found, and the imageData in {annotation.name} is empty")
+    return data
+
+
 def probe(path: Path, verify: str = "fast", declared_size: tuple[int, int] | None = None) -> ImageInfo:
     """``probe_bytes`` of a file."""
     return probe_bytes(read_bytes(path), verify, declared_size)
@@ -141,7 +161,10 @@ def probe_bytes(data: bytes, verify: str = "fast", declared_size: tuple[int, int
             if verify == "decode" or (verify == "fast" and not _tail_ok(data, source_format)):
                 _decode_check(image)
             orientation = _orientation(image)
-    except (UnidentifiedImageError, Image.DecompressionBombError) as error:
+    except UnidentifiedImageError:
+        # Pillow's message names its in-memory buffer object, which means nothing to a user.
+        raise ImageProblem(Reason.CORRUPT_IMAGE, "not a readable image (no known image format in the file)") from None
+    except Image.DecompressionBombError as error:
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"not a readable image ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for truncated/corrupt data
         raise ImageProblem(Reason.CORRUPT_IMAGE, f"corrupt image data ({error})") from None

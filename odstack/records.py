@@ -56,7 +56,12 @@ class ImageEntry:
     ``name`` is the image's path relative to the dataset root, POSIX style; it becomes
     ``image/filename`` and ``image/source_id`` so outputs never depend on where the dataset lives.
     ``declared_size`` is the (width, height) the annotation states, if any.
-    ``subset`` is the split the source itself assigns ("train"/"val"), if any.
+    ``subset`` is the split the source itself assigns ("train"/"val"/"test"), if any.
+    ``annotated`` is false for an image found without any annotation file (an image beside LabelImg
+    XMLs that was never saved, an ImageSets id without its XML): the converter reports it, and keeps
+    it as a negative only when asked to (negatives=keep).
+    ``embedded`` is an annotation file that carries the image itself (LabelMe's base64 ``imageData``),
+    used when the image file is missing.
     """
 
     image: Path
@@ -65,6 +70,8 @@ class ImageEntry:
     where: Location
     declared_size: tuple[int, int] | None = None
     subset: str | None = None
+    annotated: bool = True
+    embedded: Path | None = None
 
 
 class Reason:
@@ -87,6 +94,10 @@ class Reason:
     DUPLICATE_IMAGE_CONTENT = "duplicate_image_content"
     SIZE_MISMATCH = "size_mismatch"
     IMAGE_CONVERTED = "image_converted"
+    ALL_BOXES_REJECTED = "all_boxes_rejected"  # had objects, none usable: not a negative
+    NO_ANNOTATION = "no_annotation"            # an image without any annotation file
+    OUTSIDE_DATASET = "outside_dataset"        # a path that resolves outside SRC
+    POLYGON_TO_BOX = "polygon_to_box"          # a polygon/keypoint shape used as its bounding box
 
 
 @dataclass

@@ -13,7 +13,11 @@ Each module ``odstack/formats/<name>.py`` defines:
                                       the class names in the order the source declares them
                                       (classes.txt, COCO categories, meta.json), or None
 
-Adding a format is adding one module and its name to ``FORMAT_NAMES``.
+Optionally ``missing(src: Path) -> str | None``: what a layout lacks, for the error when ``FORMAT=`` names it
+but ``detect`` says no.
+
+Adding a format is adding one module and its name to ``FORMAT_NAMES`` (and the names people type for it
+to ``ALIASES``).
 """
 from __future__ import annotations
 
@@ -23,18 +27,47 @@ from types import ModuleType
 
 from odstack.errors import DatasetError
 
-FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo")
+FORMAT_NAMES = ("supervisely", "tf_csv", "pascal_voc", "coco", "cloud_annotations", "yolo", "label_studio", "labelme",
+                "cvat", "darknet")
+
+# The names people type (after lower-casing and turning "-", " " and "." into "_") -> the format.
+ALIASES = {
+    "voc": "pascal_voc", "pascal": "pascal_voc", "labelimg": "pascal_voc",
+    "csv": "tf_csv", "tensorflow_csv": "tf_csv", "vott": "tf_csv", "vott_csv": "tf_csv",
+    "coco_json": "coco", "mscoco": "coco", "coco_detection": "coco",
+    "ultralytics": "yolo", "yolov5": "yolo", "yolov8": "yolo", "yolo_txt": "yolo", "yolo_ultralytics": "yolo",
+    "sly": "supervisely",
+    "cloudannotations": "cloud_annotations", "ibm": "cloud_annotations",
+    "yolo_darknet": "darknet", "cvat_yolo": "darknet", "yolo_1_1": "darknet", "yolo1_1": "darknet",
+    "cvat_xml": "cvat", "cvat_images": "cvat", "cvat_for_images": "cvat", "cvat_for_images_1_1": "cvat",
+    "label_me": "labelme", "labelme_json": "labelme",
+    "labelstudio": "label_studio", "ls": "label_studio", "label_studio_json": "label_studio",
+}
+
+
+def canonical(name: str) -> str:
+    """``name`` as typed (any case, ``-``/space/``.`` for ``_``) -> its FORMAT_NAMES key, if it has one."""
+    key = name.strip().lower().replace("-", "_").replace(" ", "_").replace(".", "_")
+    return ALIASES.get(key, key)
+
+
+def resolve(name: str) -> str:
+    """The format key for a typed name or alias; a clear error with "did you mean" otherwise."""
+    key = canonical(name)
+    if key not in FORMAT_NAMES:
+        import difflib
+
+        close = difflib.get_close_matches(key, list(FORMAT_NAMES) + list(ALIASES), n=1)
+        hint = (f"did you mean FORMAT={canonical(close[0])}?" if close
+                else "omit FORMAT to detect it automatically")
+        raise DatasetError(f"unknown format {name!r}; known formats: {', '.join(FORMAT_NAMES)} "
+                           f"(also accepted: {', '.join(sorted(ALIASES))})", hint=hint)
+    return key
 
 
 def get(name: str) -> ModuleType:
-    """The format module called ``name``; a clear error listing the known ones otherwise."""
-    if name not in FORMAT_NAMES:
-        import difflib
-
-        close = difflib.get_close_matches(name, FORMAT_NAMES, n=1)
-        hint = f"did you mean FORMAT={close[0]}?" if close else "omit FORMAT to detect it automatically"
-        raise DatasetError(f"unknown format {name!r}; known formats: {', '.join(FORMAT_NAMES)}", hint=hint)
-    return importlib.import_module(f"odstack.formats.{name}")
+    """The format module called ``name`` (or one of its aliases); a clear error listing the known ones otherwise."""
+    return importlib.import_module(f"odstack.formats.{resolve(name)}")
 
 
 def detect(src: Path) -> str:

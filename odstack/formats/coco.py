@@ -2,8 +2,11 @@
 
 Layouts, tried in this order when ``src`` is a directory:
 
-1. ``annotations/instances_<split>.json`` with images in ``<split>/``, ``images/<split>/``, ``images/`` or
-   the root (the official COCO layout: ``instances_train2017.json`` + ``train2017/``);
+1. ``annotations/<task>_<split>.json`` with images in ``<split>/``, ``images/<split>/``, ``images/`` or
+   the root (the official COCO layout: ``instances_train2017.json`` + ``train2017/``). Every task file
+   with a bbox per annotation is a detection source (``instances``, ``person_keypoints``: the person
+   boxes, ``stuff``); per split the first of those, in that order, is read, since they list the same
+   images again;
 2. ``_annotations.coco.json`` at the root and/or in ``<split>/`` dirs, images beside each JSON (Roboflow);
 3. any other COCO JSON in ``annotations/`` or the root, images beside it or in ``images/``.
 
@@ -29,12 +32,15 @@ class CocoLayout:
     """File names, keys and limits of the COCO layouts read here."""
 
     ANNOTATIONS_DIR = "annotations"
-    INSTANCES_PREFIX = "instances_"
+    # <task>_<split>.json: tasks with a bbox per annotation, in the order one is chosen per split
+    BOX_TASKS = ("instances", "person_keypoints", "stuff")
+    # tasks without one: captions/image_info have no boxes, panoptic keeps them inside segments_info
+    OTHER_TASKS = ("captions", "panoptic", "image_info")
     ROBOFLOW_FILE = "_annotations.coco.json"
     IMAGES_DIR = "images"
     REQUIRED_KEYS = ("images", "annotations", "categories")
     # Split names (lower case, trailing year digits dropped) that say which subset a file is.
-    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     # detect() parses files up to this size; beyond it, it only looks at the head and the tail, because
     # the official instances_train2017.json is ~450 MB and detection must stay cheap.
     PARSE_LIMIT = 8 << 20
@@ -51,6 +57,18 @@ def detect(src: Path) -> bool:
     if src.is_file():
         return src.suffix.lower() == ".json" and _looks_like_coco(src)
     return any(_looks_like_coco(path) for path in _annotation_files(src))
+
+
+def missing(src: Path) -> str | None:
+    """What a folder lacks to be read as COCO detection (for the error when FORMAT=coco does not fit)."""
+    src = Path(src)
+    ann_dir = src / CocoLayout.ANNOTATIONS_DIR
+    others = sorted(p.name for p in (ann_dir.glob("*.json") if ann_dir.is_dir() else [])
+                    if _task_and_split(p)[0] in CocoLayout.OTHER_TASKS)
+    if others:
+        return (f"{', '.join(others)} hold no box per annotation (captions, image lists, or panoptic boxes "
+                "inside segments_info); add the instances_<split>.json (or person_keypoints_) files")
+    return None
 
 
 def labels(src: Path) -> list[str]:
@@ -170,16 +188,30 @@ def _annotation_files(src: Path) -> list[Path]:
     if not src.is_dir():
         return []
     ann_dir = src / CocoLayout.ANNOTATIONS_DIR
-    # Only instances_*: person_keypoints_* and captions_* beside them describe the same images again.
-    files = sorted(ann_dir.glob(f"{CocoLayout.INSTANCES_PREFIX}*.json")) if ann_dir.is_dir() else []
-    if files:
-        return files
+    by_split: dict[str, tuple[int, Path]] = {}  # split -> (task rank, file): one task file per split
+    for path in sorted(ann_dir.glob("*.json")) if ann_dir.is_dir() else []:
+        task, split = _task_and_split(path)
+        if task in CocoLayout.BOX_TASKS:
+            rank = CocoLayout.BOX_TASKS.index(task)
+            if split not in by_split or rank < by_split[split][0]:
+                by_split[split] = (rank, path)
+    if by_split:
+        return sorted(path for _, path in by_split.values())
     files = [p for p in [src / CocoLayout.ROBOFLOW_FILE] if p.is_file()]
     files += sorted(src.glob(f"*/{CocoLayout.ROBOFLOW_FILE}"))
     if files:
         return files
     loose = (sorted(ann_dir.glob("*.json")) if ann_dir.is_dir() else []) + sorted(src.glob("*.json"))
-    return [p for p in loose if p.is_file() and _looks_like_coco(p)]
+    return [p for p in loose if p.is_file() and _task_and_split(p)[0] not in CocoLayout.OTHER_TASKS
+            and _looks_like_coco(p)]
+
+
+def _task_and_split(path: Path) -> tuple[str | None, str]:
+    """("person_keypoints", "val2017") for person_keypoints_val2017.json; (None, stem) for other names."""
+    for task in CocoLayout.BOX_TASKS + CocoLayout.OTHER_TASKS:
+        if path.stem.startswith(task + "_") and len(path.stem) > len(task) + 1:
+            return task, path.stem[len(task) + 1:]
+    return None, path.stem
 
 
 def _files_or_raise(src: Path) -> list[Path]:
@@ -264,15 +296,16 @@ def _root(src: Path) -> Path:
 
 
 def _split_name(path: Path, root: Path) -> str | None:
-    if path.name.startswith(CocoLayout.INSTANCES_PREFIX):
-        return path.stem[len(CocoLayout.INSTANCES_PREFIX):]
+    task, split = _task_and_split(path)
+    if task is not None:
+        return split
     if path.name == CocoLayout.ROBOFLOW_FILE:
         return path.parent.name if path.parent != root else None
     return path.stem
 
 
 def _subset(split: str | None) -> str | None:
-    """"train2017" -> "train", "valid"/"val2017"/"test" -> "val"; anything else has no subset."""
+    """"train2017" -> "train", "valid"/"val2017" -> "val", "test2017" -> "test"; anything else has no subset."""
     return CocoLayout.SUBSETS.get(re.sub(r"\d+$", "", split.lower())) if split else None
 
 

@@ -34,10 +34,10 @@ class VocLayout:
     IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
     IMAGESETS = ("ImageSets", "Main")
     # (list file, subset), in priority order: an id in train.txt and trainval.txt stays "train".
-    # VOC's test list is our validation data; trainval only matters when train/val lists are absent.
-    SUBSET_LISTS = (("train", "train"), ("val", "val"), ("test", "val"), ("trainval", "train"))
+    # test stays test (its own shards); trainval only matters when train/val lists are absent.
+    SUBSET_LISTS = (("train", "train"), ("val", "val"), ("test", "test"), ("trainval", "train"))
     # Roboflow-style split folders (first path component under src) when there is no ImageSets list.
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
     DETECT_SAMPLE = 3  # XML files sniffed by detect()
     DETECT_DEPTH = 3  # VOCdevkit/VOC2012/Annotations/*.xml is depth 2 below VOCdevkit
@@ -68,11 +68,42 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
         raise DatasetError("no .xml annotation files found", where=str(src),
                            hint="expected annotations/*.xml + images/ or VOC Annotations/ + JPEGImages/")
     index = DirIndex()
-    subsets: dict[Path, dict[str, str] | None] = {}
+    subsets: dict[Path, dict[str, tuple[str, Path, int]] | None] = {}
+    annotated: set[Path] = set()
+    xml_stems: dict[Path, set[str]] = {}  # devkit -> stems of its XML files
     for xml_path in xml_files:
         entry = _read_xml(xml_path, root, index, subsets, issues)
+        xml_stems.setdefault(_devkit(xml_path), set()).add(xml_path.stem)
         if entry is not None:
+            annotated.add(entry.image)
             yield entry
+    yield from _unannotated(root, annotated, xml_stems, subsets, index)
+
+
+def _unannotated(root: Path, annotated: set[Path], xml_stems: dict[Path, set[str]], subsets: dict,
+                 index: DirIndex) -> Iterator[ImageEntry]:
+    """Images without an XML: ImageSets ids that have none, then other images in the folders the
+    annotated images are in (LabelImg saves no XML for an image left empty). The converter reports them."""
+    for devkit, lists in sorted(subsets.items()):
+        for image_id, (subset, list_path, line) in (lists or {}).items():
+            if image_id in xml_stems.get(devkit, ()):
+                continue
+            image = next((found for d in VocLayout.IMAGE_DIRS
+                          if (found := index.find_stem(devkit / d, image_id, VocLayout.IMAGE_EXTS))), None)
+            image = image or _join(devkit / VocLayout.IMAGE_DIRS[-1], image_id + ".jpg")
+            if image not in annotated:
+                annotated.add(image)
+                yield ImageEntry(image=image, name=relative_name(image, root), boxes=[], annotated=False,
+                                 where=Location(relative_name(list_path, root), line=line), subset=subset)
+    for folder in sorted({image.parent for image in annotated if index.exists(image)}):
+        for name in sorted(index.names(folder)):
+            image = folder / name
+            if os.path.splitext(name)[1].lower() in VocLayout.IMAGE_EXTS and not _skipped(name) \
+                    and image not in annotated:
+                parts = image.relative_to(root).parts if image.is_relative_to(root) else ()
+                yield ImageEntry(image=image, name=relative_name(image, root), boxes=[], annotated=False,
+                                 where=Location(relative_name(image, root)),
+                                 subset=VocLayout.SPLIT_DIRS.get(parts[0].lower()) if len(parts) > 1 else None)
 
 
 def _read_xml(xml_path: Path, root: Path, index: DirIndex, subsets: dict, issues: IssueLog) -> ImageEntry | None:
@@ -191,22 +222,29 @@ def _resolve_image(xml_path: Path, root: Path, ann: ET.Element, index: DirIndex)
     return _join(dirs[0], names[0] if names else xml_path.stem + ".jpg")
 
 
-def _subset(xml_path: Path, root: Path, cache: dict[Path, dict[str, str] | None]) -> str | None:
-    """Split from the devkit's ImageSets/Main lists; else from a train/valid/test folder; else None."""
+def _devkit(xml_path: Path) -> Path:
     xml_dir = xml_path.parent
-    devkit = xml_dir.parent if xml_dir.name.lower() == VocLayout.ANNOTATIONS_DIR else xml_dir
+    return xml_dir.parent if xml_dir.name.lower() == VocLayout.ANNOTATIONS_DIR else xml_dir
+
+
+def _subset(xml_path: Path, root: Path,
+            cache: dict[Path, dict[str, tuple[str, Path, int]] | None]) -> str | None:
+    """Split from the devkit's ImageSets/Main lists; else from a train/valid/test folder; else None."""
+    devkit = _devkit(xml_path)
     if devkit not in cache:
         cache[devkit] = _read_imagesets(devkit)
     lists = cache[devkit]
     if lists is not None:
-        return lists.get(xml_path.stem)
+        listed = lists.get(xml_path.stem)
+        return listed[0] if listed else None
     parts = xml_path.relative_to(root).parts
     return VocLayout.SPLIT_DIRS.get(parts[0].lower()) if len(parts) > 1 else None
 
 
-def _read_imagesets(devkit: Path) -> dict[str, str] | None:
+def _read_imagesets(devkit: Path) -> dict[str, tuple[str, Path, int]] | None:
+    """image id -> (subset, list file, line) from ImageSets/Main; None when the devkit has no list."""
     main = devkit.joinpath(*VocLayout.IMAGESETS)
-    found: dict[str, str] = {}
+    found: dict[str, tuple[str, Path, int]] = {}
     any_list = False
     for list_name, subset in VocLayout.SUBSET_LISTS:
         path = main / f"{list_name}.txt"
@@ -215,10 +253,10 @@ def _read_imagesets(devkit: Path) -> dict[str, str] | None:
         except OSError:
             continue
         any_list = True
-        for line in text.splitlines():
+        for number, line in enumerate(text.splitlines(), start=1):
             fields = line.split()
             if fields:
-                found.setdefault(fields[0], subset)
+                found.setdefault(fields[0], (subset, path, number))
     return found if any_list else None
 
 

@@ -31,7 +31,7 @@ class SuperviselyLayout:
     IMG_DIR = "img"
     ANN_SUFFIX = ".json"
     RECTANGLE = "rectangle"
-    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def detect(src: Path) -> bool:

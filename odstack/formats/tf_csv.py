@@ -40,9 +40,9 @@ class TfCsvLayout:
     BOX_COLUMNS = ("xmin", "ymin", "xmax", "ymax")
     # A CSV in a folder with any of these columns is meant as annotations: a wrong header is an error.
     ANNOTATION_HINTS = ("filename", "image", "class", "label", "xmin", "ymin", "xmax", "ymax")
-    # File-name prefixes (train_labels.csv) and Roboflow folders; test is our validation data.
-    SPLIT_PREFIXES = (("train", "train"), ("val", "val"), ("test", "val"))
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    # File-name prefixes (train_labels.csv) and Roboflow folders; test stays test (its own shards).
+    SPLIT_PREFIXES = (("train", "train"), ("val", "val"), ("test", "test"))
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     IMAGE_DIRS = ("images", "JPEGImages")
 
 

@@ -8,10 +8,17 @@ Layouts (all may hold sub-folders below ``images/``):
 
 An image's label file is its path with ``images`` replaced by ``labels`` and the suffix by ``.txt``
 (Ultralytics' rule). Images are never opened here.
+
+Lines other than boxes, read as Ultralytics reads them when it trains a detector on them:
+
+- pose (``data.yaml`` has ``kpt_shape: [K, D]``): ``class cx cy w h`` + K*D keypoint values; the box is
+  the first five fields;
+- segmentation: ``class x1 y1 x2 y2 x3 y3 ...``; the box is the polygon's bounding box (noted).
 """
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -35,8 +42,8 @@ class YoloLayout:
     NAMES_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names", "labels/classes.txt")
     NOT_LABELS = ("classes.txt",)
     IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
-    # Split folder -> subset; test is our validation data. Dict order = reading order of Roboflow folders.
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "val"}
+    # Split folder -> subset (test stays test: its own shards). Dict order = reading order of Roboflow folders.
+    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
     FIELDS = 5  # class cx cy w h
 
 
@@ -51,6 +58,20 @@ def detect(src: Path) -> bool:
     return has_labels and (has_images or _names_file(src) is not None)
 
 
+def missing(src: Path) -> str | None:
+    """What a folder lacks to be read as YOLO (for the error when FORMAT=yolo is given but does not fit)."""
+    src = Path(src)
+    if not src.is_dir():
+        return "SRC is not a folder"
+    pairs = _pairs(src)
+    lacking = []
+    if not any(_has_label_files(labels_dir) for _, labels_dir, _ in pairs):
+        lacking.append("a labels/ folder with .txt label files (top level, or in train/ valid/ test/)")
+    if not any(images_dir.is_dir() for images_dir, _, _ in pairs) and _names_file(src) is None:
+        lacking.append("an images/ folder beside labels/, or a classes.txt / obj.names / data.yaml")
+    return ("missing " + "; and ".join(lacking)) if lacking else None
+
+
 def labels(src: Path) -> list[str] | None:
     """Class names in id order, from data.yaml / classes.txt / obj.names."""
     names, _ = _names(Path(src))
@@ -60,7 +81,8 @@ def labels(src: Path) -> list[str] | None:
 def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
     """One entry per image file below images/ (sorted by name); no or an empty .txt is a negative."""
     src = Path(os.path.abspath(src))
-    names, _ = _names(src)
+    names, names_path = _names(src)
+    keypoint_values = _keypoint_values(names_path)
     pairs = [pair for pair in _pairs(src) if pair[0].is_dir()]
     if not pairs:
         raise DatasetError("no images/ folder found", where=str(src),
@@ -74,20 +96,23 @@ def read(src: Path, issues: IssueLog) -> Iterator[ImageEntry]:
             label = (labels_dir / inner).with_suffix(YoloLayout.LABEL_SUFFIX)
             expected_labels.add(label)
             # images/train/x.jpg: the first folder under images/ states the split
-            split = YoloLayout.SPLIT_DIRS.get(inner.parts[0].lower()) if len(inner.parts) > 1 else None
+            # (trailing digits dropped: Ultralytics' coco128 has images/train2017/)
+            split = YoloLayout.SPLIT_DIRS.get(re.sub(r"\d+$", "", inner.parts[0].lower())) \
+                if len(inner.parts) > 1 else None
             found.append((image.relative_to(src).as_posix(), image, label, subset or split))
     if not found:
         raise DatasetError("no image files found", where=str(src),
                            hint=f"put the images ({', '.join(YoloLayout.IMAGE_EXTS)}) under images/")
     _report_orphans(src, pairs, expected_labels, issues)
     for name, image, label, subset in sorted(found, key=lambda f: f[0]):
-        entry = _read_labels(src, name, image, label, subset, names, issues)
+        entry = read_label_file(src, name, image, label, subset, names, keypoint_values, issues)
         if entry is not None:
             yield entry
 
 
-def _read_labels(src: Path, name: str, image: Path, label: Path, subset: str | None,
-                 names: dict[int, str], issues: IssueLog) -> ImageEntry | None:
+def read_label_file(src: Path, name: str, image: Path, label: Path, subset: str | None,
+                 names: dict[int, str], keypoint_values: int | None, issues: IssueLog) -> ImageEntry | None:
+    """The entry of one image from its label file (``label``; missing: a negative); None if unreadable."""
     rel = label.relative_to(src).as_posix()
     try:
         data = label.read_bytes()
@@ -107,34 +132,46 @@ def _read_labels(src: Path, name: str, image: Path, label: Path, subset: str | N
     for number, line in enumerate(text.splitlines(), start=1):
         fields = line.split()
         if fields:
-            box = _read_line(fields, Location(rel, line=number), names, name, issues)
+            box = _read_line(fields, Location(rel, line=number), names, keypoint_values, name, issues)
             if box is not None:
                 boxes.append(box)
     return ImageEntry(image=image, name=name, boxes=boxes, where=Location(rel), subset=subset)
 
 
-def _read_line(fields: list[str], where: Location, names: dict[int, str], image: str,
-               issues: IssueLog) -> Box | None:
-    if len(fields) != YoloLayout.FIELDS:
-        if len(fields) >= 7 and len(fields) % 2 == 1:
-            # class x1 y1 x2 y2 x3 y3 ...: an Ultralytics segmentation polygon
-            issues.skip_box(Reason.UNSUPPORTED_SHAPE, where,
-                            f"polygon with {(len(fields) - 1) // 2} points; only 'class cx cy w h' boxes are "
-                            f"supported", image)
-        else:
+def _read_line(fields: list[str], where: Location, names: dict[int, str], keypoint_values: int | None,
+               image: str, issues: IssueLog) -> Box | None:
+    count = len(fields)
+    polygon = False
+    if keypoint_values is not None:
+        if count != YoloLayout.FIELDS + keypoint_values:
             issues.skip_box(Reason.INVALID_VALUE, where,
-                            f"{len(fields)} fields, expected 5 ('class cx cy w h')", image)
+                            f"{count} fields, expected {YoloLayout.FIELDS + keypoint_values} ('class cx cy w h' + "
+                            f"{keypoint_values} keypoint values, as data.yaml's kpt_shape says)", image)
+            return None
+        fields = fields[:YoloLayout.FIELDS]  # a pose line's box; the keypoints are not kept
+    elif count >= 7 and count % 2 == 1:
+        polygon = True  # class x1 y1 x2 y2 x3 y3 ...: an Ultralytics segmentation polygon
+    elif count != YoloLayout.FIELDS:
+        issues.skip_box(Reason.INVALID_VALUE, where,
+                        f"{count} fields, expected 5 ('class cx cy w h') or a polygon 'class x1 y1 x2 y2 x3 y3 ...'; "
+                        "for pose labels (box + keypoints) add kpt_shape: [keypoints, values] to data.yaml", image)
         return None
     values = [text_number(text) for text in fields]
     if None in values or not values[0].is_integer():
         issues.skip_box(Reason.INVALID_VALUE, where,
-                        f"not numbers: {' '.join(fields)!r} (expected an integer class, then 4 fractions)", image)
+                        f"not numbers: {' '.join(fields)!r} (expected an integer class, then fractions)", image)
         return None
-    class_id, cx, cy, w, h = int(values[0]), *values[1:]
+    class_id = int(values[0])
     if class_id not in names:
         issues.skip_box(Reason.UNKNOWN_LABEL, where,
                         f"class id {class_id} is not in the class list (ids {min(names)}..{max(names)})", image)
         return None
+    if polygon:
+        xs, ys = values[1::2], values[2::2]
+        issues.note(Reason.POLYGON_TO_BOX, where,
+                    f"segmentation polygon with {len(xs)} points: its bounding box is used", image)
+        return Box(names[class_id], min(xs), min(ys), max(xs), max(ys), where=where, normalized=True)
+    cx, cy, w, h = values[1:]
     return Box(names[class_id], cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2, where=where, normalized=True)
 
 
@@ -164,6 +201,11 @@ def _names(src: Path) -> tuple[dict[int, str], Path]:
         raise DatasetError("no class names file", where=str(src),
                            hint="add classes.txt (one name per line, line 1 = class 0) or a data.yaml with "
                                 "'names: [...]'")
+    return read_names(path), path
+
+
+def read_names(path: Path) -> dict[int, str]:
+    """{class id: name} of a names file: data.yaml's ``names:``, or one name per line (classes.txt, obj.names)."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -179,17 +221,35 @@ def _names(src: Path) -> tuple[dict[int, str], Path]:
     if not names:
         raise DatasetError("the class names file declares no class", where=str(path),
                            hint="list the class names, one per line (or under 'names:' in data.yaml)")
-    return names, path
+    return names
 
 
-def _yaml_names(text: str, path: Path) -> dict[int, str]:
+def _load_yaml(text: str, path: Path):
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         raise DatasetError(f"not valid YAML: {getattr(error, 'problem', error)}",
                            where=Location(str(path), line=mark.line + 1 if mark else None),
                            hint="fix the YAML syntax") from error
+
+
+def _keypoint_values(names_path: Path) -> int | None:
+    """K*D of data.yaml's ``kpt_shape: [K, D]`` (a pose dataset), else None."""
+    if names_path.suffix not in (".yaml", ".yml"):
+        return None
+    data = _load_yaml(names_path.read_text(encoding="utf-8-sig"), names_path)
+    shape = data.get("kpt_shape") if isinstance(data, dict) else None
+    if shape is None:
+        return None
+    if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise DatasetError(f"kpt_shape must be [keypoints, values per keypoint], got {shape!r}",
+                           where=str(names_path), hint="e.g. kpt_shape: [17, 3] (x, y, visibility)")
+    return shape[0] * shape[1]
+
+
+def _yaml_names(text: str, path: Path) -> dict[int, str]:
+    data = _load_yaml(text, path)
     names = data.get("names") if isinstance(data, dict) else None
     if isinstance(names, list):
         return {i: str(name) for i, name in enumerate(names)}

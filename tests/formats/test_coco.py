@@ -108,7 +108,7 @@ def test_read_roboflow_layout():
     entries, issues = read_all(ROBOFLOW)
     assert issues.issues == []
     assert summary(entries) == [
-        ("test/img4_jpg.rf.0d0d13.jpg", (32, 24), "val", []),
+        ("test/img4_jpg.rf.0d0d13.jpg", (32, 24), "test", []),
         ("train/img1_jpg.rf.3f1a9c.jpg", (32, 24), "train", [
             ("cat", 1.5, 2.0, 11.5, 10.25, False, False, "annotation id 0"),
             ("dog", 14.0, 3.0, 26.0, 18.0, False, False, "annotation id 1")]),
@@ -232,3 +232,47 @@ def test_instances_preferred_over_other_annotation_files(tmp_path):
     assert len(entries) == 5 and "val2017/k.jpg" not in [e.name for e in entries]
     # without the image folders, images are placed in <split>/ for the converter to report missing
     assert entries[0].image == tmp_path / "train2017" / "000000000139.jpg"
+
+
+# -- task files (issue 9) ------------------------------------------------------------------------------
+
+def test_keypoint_task_file_gives_its_boxes_with_the_right_split_and_folder(tmp_path):
+    # person_keypoints_val2017.json alone: the split is val2017, images are in val2017/
+    (tmp_path / "val2017").mkdir()
+    (tmp_path / "val2017" / "a.jpg").write_bytes(b"x")
+    write_coco(tmp_path / "annotations" / "person_keypoints_val2017.json",
+               [{"id": 1, "file_name": "a.jpg", "width": 64, "height": 48}],
+               [{"id": 5, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 20], "num_keypoints": 1,
+                 "keypoints": [5, 5, 2] + [0, 0, 0] * 16, "iscrowd": 0}],
+               [{"supercategory": "person", "id": 1, "name": "person", "keypoints": ["nose"], "skeleton": []}])
+    assert coco.detect(tmp_path)
+    entries, issues = read_all(tmp_path)
+    assert summary(entries) == [("val2017/a.jpg", (64, 48), None, [("person", 1, 2, 11, 22, False, False,
+                                                                     "annotation id 5")])]
+    assert entries[0].image == tmp_path / "val2017" / "a.jpg" and issues.issues == []
+
+
+def test_task_files_per_split_instances_preferred(tmp_path):
+    for split in ("train2017", "val2017"):
+        (tmp_path / split).mkdir()
+        (tmp_path / split / f"{split}.jpg").write_bytes(b"x")
+    image = lambda split: [{"id": 1, "file_name": f"{split}.jpg"}]  # noqa: E731
+    box = [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5]}]
+    write_coco(tmp_path / "annotations" / "instances_train2017.json", image("train2017"), box)
+    write_coco(tmp_path / "annotations" / "stuff_train2017.json", image("train2017"), box)  # same images again
+    write_coco(tmp_path / "annotations" / "stuff_val2017.json", image("val2017"), box)      # val only has stuff
+    entries, issues = read_all(tmp_path)
+    assert [(e.name, e.subset) for e in entries] == [("train2017/train2017.jpg", "train"),
+                                                    ("val2017/val2017.jpg", "val")]
+    assert issues.issues == []
+
+
+def test_panoptic_only_is_explained(tmp_path):
+    from odstack.data.convert import DataSettings, convert
+
+    write_coco(tmp_path / "annotations" / "panoptic_val2017.json", [{"id": 1, "file_name": "a.jpg"}],
+               [{"image_id": 1, "file_name": "a.png",
+                 "segments_info": [{"id": 3, "category_id": 1, "bbox": [1, 1, 2, 2]}]}])
+    assert not coco.detect(tmp_path)
+    with pytest.raises(DatasetError, match="panoptic_val2017.json hold no box per annotation"):
+        convert(DataSettings(src=tmp_path, out=tmp_path.parent / "out", format="coco"))

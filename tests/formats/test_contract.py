@@ -20,6 +20,10 @@ CASES = [
     ("coco", "official"), ("coco", "roboflow"),
     ("supervisely", "project"),
     ("cloud_annotations", "."),
+    ("label_studio", "project"),
+    ("labelme", "project"),
+    ("cvat", "task"), ("cvat", "datumaro"),
+    ("darknet", "cvat_yolo"), ("darknet", "datumaro"),
 ]
 
 

@@ -91,7 +91,7 @@ def test_read_devkit_subsets_from_imagesets():
         ("JPEGImages/2008_000002.jpg", "Annotations/2008_000002.xml", (32, 24), "val", [
             ("dog", 10.5, 3.25, 30, 23, False, True, False, "object 1"),
             ("person", 0, 0, 5, 5, True, False, False, "object 2")]),
-        ("JPEGImages/2008_000003.jpg", "Annotations/2008_000003.xml", (32, 24), "val", [  # test.txt -> val
+        ("JPEGImages/2008_000003.jpg", "Annotations/2008_000003.xml", (32, 24), "test", [  # test.txt -> test
             ("cat", 4, 4, 28, 20, False, False, False, "object 1")]),
         ("JPEGImages/2008_000004.jpg", "Annotations/2008_000004.xml", (32, 24), None, [  # in no list
             ("cat", 1, 1, 9, 9, False, False, False, "object 1")]),
@@ -106,7 +106,7 @@ def test_trainval_only_means_train(tmp_path):
     (main / "train.txt").unlink()
     (main / "val.txt").unlink()
     entries, _ = read_all(src)
-    assert [e.subset for e in entries] == ["train", "train", "val", None]
+    assert [e.subset for e in entries] == ["train", "train", "test", None]
 
 
 def test_split_folders_without_imagesets(tmp_path):
@@ -116,7 +116,7 @@ def test_split_folders_without_imagesets(tmp_path):
         (tmp_path / split / f"{split}.xml").write_text(voc_xml(f"{split}.jpg"))
     entries, _ = read_all(tmp_path)
     assert [(e.name, e.subset) for e in entries] == [
-        ("test/test.jpg", "val"), ("train/train.jpg", "train"), ("valid/valid.jpg", "val")]
+        ("test/test.jpg", "test"), ("train/train.jpg", "train"), ("valid/valid.jpg", "val")]
 
 
 def test_labels_is_none():

@@ -95,7 +95,7 @@ def test_subset_from_dataset_name(project):
         write_ann(project, dataset, f"{dataset}.jpg", [])
     entries, _ = read_all(project)
     assert [(e.name, e.subset) for e in entries] == [
-        ("Validation/img/Validation.jpg", "val"), ("ds 0/img/ds 0.jpg", None), ("test/img/test.jpg", "val"),
+        ("Validation/img/Validation.jpg", "val"), ("ds 0/img/ds 0.jpg", None), ("test/img/test.jpg", "test"),
         ("train/img/a.jpg", "train"), ("train/img/café photo.png", "train"), ("valid/img/b.jpg", "val")]
 
 

@@ -69,7 +69,7 @@ def test_read_split_csvs_groups_rows_and_ignores_union_file():
     # all_labels.csv (the union, like raccoon_labels.csv) is ignored: train/test files state the split.
     # CSVs in sorted order (test_labels before train_labels), images in first-seen row order.
     assert summary(entries) == [
-        ("images/empty.jpg", "test_labels.csv:2", (32, 24), "val", []),
+        ("images/empty.jpg", "test_labels.csv:2", (32, 24), "test", []),
         ("images/cat.jpg", "train_labels.csv:2", (32, 24), "train", [
             ("cat", 2, 3, 20, 18, False, "train_labels.csv", 2),
             ("dog", 5, 5, 30, 22, False, "train_labels.csv", 4)]),
@@ -115,7 +115,7 @@ def test_roboflow_folders_and_images_next_to_csv(tmp_path):
         (tmp_path / split / f"{split} img.jpg").write_bytes(b"x")
     entries, _ = read_all(tmp_path)
     assert [(e.name, e.subset, e.where.file, e.image.is_file()) for e in entries] == [
-        ("test/test img.jpg", "val", "test/_annotations.csv", True),
+        ("test/test img.jpg", "test", "test/_annotations.csv", True),
         ("train/train img.jpg", "train", "train/_annotations.csv", True),
         ("valid/valid img.jpg", "val", "valid/_annotations.csv", True)]
 

@@ -112,7 +112,7 @@ def test_roboflow_layout_and_names_list(tmp_path):
     assert yolo.labels(tmp_path) == ["cat", "dog"]
     entries, issues = read_all(tmp_path)
     assert [(e.name, e.subset, [b.label for b in e.boxes]) for e in entries] == [
-        ("test/images/test.jpg", "val", ["dog"]), ("train/images/train.jpg", "train", ["dog"]),
+        ("test/images/test.jpg", "test", ["dog"]), ("train/images/train.jpg", "train", ["dog"]),
         ("valid/images/valid.jpg", "val", ["dog"])]
     assert issues.issues == []
 
@@ -139,18 +139,19 @@ def test_invalid_lines_unknown_classes_and_polygons(tmp_path):
                                     "1 0.5 x 0.5 0.5\n"          # 4 not a number
                                     "7 0.5 0.5 0.1 0.1\n"        # 5 class 7 of 0..2
                                     "0.5 0.5 0.5 0.1 0.1\n"      # 6 fractional class
-                                    "0 0.1 0.1 0.2 0.1 0.2 0.2\n"  # 7 segmentation polygon
+                                    "0 0.1 0.1 0.2 0.1 0.2 0.2\n"  # 7 segmentation polygon: its box
                                     "1 0.9 0.9 0.4 0.4\n")       # 8 reaches outside: passes through
     entries, issues = read_all(src)
     assert summary(entries)[0] == ("images/a.jpg", "labels/a.txt", None, None, [
         ("car", (0.25, 0.25, 0.75, 0.75), True, "labels/a.txt:1"),
+        ("person", (0.1, 0.1, 0.2, 0.2), True, "labels/a.txt:7"),
         ("bicycle", (0.7, 0.7, 1.1, 1.1), True, "labels/a.txt:8")])
     assert [(i.action, i.reason, str(i.where), i.image) for i in issues.issues] == [
         ("skipped_box", Reason.INVALID_VALUE, "labels/a.txt:2", "images/a.jpg"),
         ("skipped_box", Reason.INVALID_VALUE, "labels/a.txt:4", "images/a.jpg"),
         ("skipped_box", Reason.UNKNOWN_LABEL, "labels/a.txt:5", "images/a.jpg"),
         ("skipped_box", Reason.INVALID_VALUE, "labels/a.txt:6", "images/a.jpg"),
-        ("skipped_box", Reason.UNSUPPORTED_SHAPE, "labels/a.txt:7", "images/a.jpg"),
+        ("note", Reason.POLYGON_TO_BOX, "labels/a.txt:7", "images/a.jpg"),
     ]
     assert "class id 7" in issues.issues[2].message
 
@@ -198,3 +199,54 @@ def test_no_images_folder_is_a_dataset_error(tmp_path):
     with pytest.raises(DatasetError) as error:
         read_all(tmp_path)
     assert "images/" in error.value.hint
+
+
+# -- pose and segmentation labels (issue 9) -------------------------------------------------------------
+
+def test_pose_lines_give_their_box(tmp_path):
+    write(tmp_path / "data.yaml", "kpt_shape: [3, 3]\nflip_idx: [0, 2, 1]\nnames:\n  0: person\n")
+    write(tmp_path / "images" / "a.jpg", "x")
+    write(tmp_path / "labels" / "a.txt", "0 0.5 0.5 0.2 0.4 0.5 0.4 2 0.45 0.5 2 0.55 0.5 1\n"
+                                         "0 0.5 0.5 0.2 0.4 0.5 0.4\n")  # 7 fields: not 5 + 3x3
+    entries, issues = read_all(tmp_path)
+    assert boxes(entries[0]) == [("person", (0.4, 0.3, 0.6, 0.7), True, "labels/a.txt:1")]
+    assert [(i.reason, str(i.where)) for i in issues.issues] == [(Reason.INVALID_VALUE, "labels/a.txt:2")]
+    assert "kpt_shape" in issues.issues[0].message
+
+
+def test_pose_lines_with_two_value_keypoints_are_not_polygons(tmp_path):
+    write(tmp_path / "data.yaml", "kpt_shape: [2, 2]\nnames: ['hand']\n")
+    write(tmp_path / "images" / "a.jpg", "x")
+    write(tmp_path / "labels" / "a.txt", "0 0.5 0.5 0.2 0.2 0.45 0.45 0.55 0.55\n")
+    entries, issues = read_all(tmp_path)
+    assert boxes(entries[0]) == [("hand", (0.4, 0.4, 0.6, 0.6), True, "labels/a.txt:1")]
+    assert issues.issues == []
+
+
+def test_segmentation_polygons_give_their_bounding_box(tmp_path):
+    write(tmp_path / "classes.txt", "cat\n")
+    write(tmp_path / "images" / "a.jpg", "x")
+    write(tmp_path / "labels" / "a.txt", "0 0.1 0.2 0.5 0.1 0.4 0.6 0.2 0.5\n")
+    entries, issues = read_all(tmp_path)
+    assert boxes(entries[0]) == [("cat", (0.1, 0.1, 0.5, 0.6), True, "labels/a.txt:1")]
+    assert [(i.action, i.reason) for i in issues.issues] == [("note", Reason.POLYGON_TO_BOX)]
+    assert "4 points" in issues.issues[0].message
+
+
+def test_pose_like_line_without_kpt_shape_says_what_to_add(tmp_path):
+    write(tmp_path / "classes.txt", "person\n")
+    write(tmp_path / "images" / "a.jpg", "x")
+    write(tmp_path / "labels" / "a.txt", "0 0.5 0.5 0.2 0.4 0.5 0.4 2 0.45 0.5 2 0.55 0.5 1\n")  # 14 fields
+    entries, issues = read_all(tmp_path)
+    assert entries[0].boxes == []
+    assert issues.issues[0].reason == Reason.INVALID_VALUE and "kpt_shape" in issues.issues[0].message
+
+
+def test_split_folders_with_years_state_the_split(tmp_path):
+    write(tmp_path / "data.yaml", "path: .\ntrain: images/train2017\nval: images/val2017\nnames: ['cat']\n")
+    for split in ("train2017", "val2017"):
+        write(tmp_path / "images" / split / "a.jpg", "x")
+        write(tmp_path / "labels" / split / "a.txt", "0 0.5 0.5 0.2 0.2\n")
+    entries, _ = read_all(tmp_path)
+    assert [(e.name, e.subset) for e in entries] == [("images/train2017/a.jpg", "train"),
+                                                    ("images/val2017/a.jpg", "val")]
