@@ -2,7 +2,7 @@
 and exits non-zero; anything else is a bug and keeps its traceback."""
 from __future__ import annotations
 
-from odstack.records import Location
+from odstack.annotations import Location
 
 
 class OdstackError(Exception):

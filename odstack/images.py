@@ -105,7 +105,7 @@ def _orientation(image: Image.Image) -> int:
 
 def read_bytes(path: Path) -> bytes:
     """The file's bytes; ``ImageProblem`` when it is missing, a directory, unreadable or empty."""
-    from odstack.records import Reason
+    from odstack.annotations import Reason
 
     try:
         data = path.read_bytes()
@@ -126,7 +126,7 @@ def embedded_bytes(annotation: Path) -> bytes:
     import binascii
     import json
 
-    from odstack.records import Reason
+    from odstack.annotations import Reason
 
     try:
         text = json.loads(annotation.read_bytes())["imageData"]
@@ -151,7 +151,7 @@ def probe_bytes(data: bytes, verify: str = "fast", declared_size: tuple[int, int
     verify: "fast" (header + end marker; decodes only when the end marker is missing, since some
     cameras append trailers), "decode" (always decode), "none" (header only).
     """
-    from odstack.records import Reason
+    from odstack.annotations import Reason
 
     try:
         with Image.open(io.BytesIO(data)) as image:

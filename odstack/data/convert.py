@@ -40,7 +40,7 @@ from odstack.data.split import split_indices
 from odstack.errors import ConfigError, DatasetError, StrictModeError
 from odstack.fsio import replace_dir
 from odstack.log import LOGGER, progress
-from odstack.records import ImageEntry, IssueLog, Location, Reason
+from odstack.annotations import ImageEntry, IssueLog, Location, Reason
 
 REPORT_NAME = "report.json"
 FAILED_REPORT_SUFFIX = ".failed-report"  # <OUT>.failed-report.json/.html beside the output a failed run did not write

@@ -14,7 +14,7 @@ from typing import Any
 
 from odstack.fsio import write_json, write_text_atomic
 from odstack.log import LOGGER
-from odstack.records import IssueLog
+from odstack.annotations import IssueLog
 
 REPORT_VERSION = 2  # 2: warnings, split, test split, image sizes, samples
 GRID = 10  # box-size heat map cells per axis

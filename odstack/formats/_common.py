@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
-from odstack.records import Location
+from odstack.annotations import Location
+
+
+# image files the readers look for beside annotations (Pillow opens all of them)
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# folder / subset / file-name words for a split, as the labelling tools write them (Roboflow: "valid")
+SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 
 
 def relative_name(path: Path, root: Path) -> str:

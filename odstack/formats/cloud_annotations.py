@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 from odstack.errors import DatasetError
 from odstack.formats._common import json_number, load_json
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "cloud_annotations"
 DESCRIPTION = "IBM Cloud Annotations (_annotations.json with the images beside it)"

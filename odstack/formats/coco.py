@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import json_number, load_json
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import SPLIT_NAMES, json_number, load_json
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "coco"
 DESCRIPTION = "COCO detection JSON (annotations/instances_<split>.json, or Roboflow <split>/_annotations.coco.json)"
@@ -40,7 +40,7 @@ class CocoLayout:
     IMAGES_DIR = "images"
     REQUIRED_KEYS = ("images", "annotations", "categories")
     # Split names (lower case, trailing year digits dropped) that say which subset a file is.
-    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    SUBSETS = SPLIT_NAMES
     # detect() parses files up to this size; beyond it, it only looks at the head and the tail, because
     # the official instances_train2017.json is ~450 MB and detection must stay cheap.
     PARSE_LIMIT = 8 << 20

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, relative_name, text_number
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import DirIndex, SPLIT_NAMES, relative_name, text_number
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "cvat"
 DESCRIPTION = "CVAT for images 1.1 XML (annotations.xml with <image><box xtl ytl xbr ybr>, images in images/)"
@@ -46,7 +46,7 @@ class CvatLayout:
     BOX_ATTRIBUTES = ("xtl", "ytl", "xbr", "ybr")
     OUTLINES = ("polygon", "ellipse", "mask")  # their bounding box is used (noted)
     UNSUPPORTED = ("polyline", "points", "cuboid", "skeleton")
-    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    SUBSETS = SPLIT_NAMES
     FLAGS = ("difficult", "truncated")
     TRUE = ("1", "true", "yes")
 

@@ -21,8 +21,8 @@ from typing import Iterator
 
 from odstack.errors import DatasetError
 from odstack.formats import yolo
-from odstack.formats._common import walk_files
-from odstack.records import ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import SPLIT_NAMES, walk_files
+from odstack.annotations import ImageEntry, IssueLog, Location, Reason
 
 NAME = "darknet"
 DESCRIPTION = "Darknet / CVAT 'YOLO 1.1' (obj.data, obj.names, train.txt, obj_train_data/ with images + .txt)"
@@ -36,7 +36,7 @@ class DarknetLayout:
     # obj.data key -> subset, in reading order
     LISTS = (("train", "train"), ("valid", "val"), ("test", "test"))
     FOLDER_GLOB = "obj_*_data"
-    FOLDER_SUBSETS = {"train": "train", "valid": "val", "validation": "val", "val": "val", "test": "test"}
+    FOLDER_SUBSETS = SPLIT_NAMES
 
 
 def detect(src: Path) -> bool:

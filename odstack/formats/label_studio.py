@@ -33,7 +33,7 @@ from urllib.parse import parse_qs, unquote, urlparse
 
 from odstack.errors import DatasetError
 from odstack.formats._common import DirIndex, json_number, load_json, relative_name
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "label_studio"
 DESCRIPTION = "Label Studio JSON export (a list of tasks with annotations[].result[] rectanglelabels)"

@@ -27,8 +27,8 @@ from pathlib import Path, PureWindowsPath
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, json_number, load_json, relative_name, walk_files
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import DirIndex, IMAGE_EXTS, json_number, load_json, relative_name, walk_files
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "labelme"
 DESCRIPTION = "LabelMe JSON (one .json per image: shapes rectangle/polygon/circle, imagePath, imageData)"
@@ -44,7 +44,7 @@ class LabelMeLayout:
     CORNERS = ("rectangle", "mask")  # two corner points
     OUTLINES = ("polygon",)  # the bounding box of the points (noted)
     UNSUPPORTED = ("point", "points", "line", "linestrip")
-    IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    IMAGE_EXTS = IMAGE_EXTS
     DETECT_SAMPLE = 3  # JSON files parsed by detect()
 
 

@@ -17,8 +17,8 @@ from pathlib import Path, PureWindowsPath
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, relative_name, text_number, walk_files
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import DirIndex, IMAGE_EXTS, SPLIT_NAMES, relative_name, text_number, walk_files
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "pascal_voc"
 DESCRIPTION = "Pascal VOC / LabelImg XML (annotations/*.xml + images/, or VOC devkit Annotations/ + JPEGImages/)"
@@ -31,13 +31,13 @@ class VocLayout:
     ROOT_TAG = "annotation"
     ANNOTATIONS_DIR = "annotations"  # compared lower-case: VOC says Annotations, LabelImg users annotations
     IMAGE_DIRS = ("images", "JPEGImages")
-    IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    IMAGE_EXTS = IMAGE_EXTS
     IMAGESETS = ("ImageSets", "Main")
     # (list file, subset), in priority order: an id in train.txt and trainval.txt stays "train".
     # test stays test (its own shards); trainval only matters when train/val lists are absent.
     SUBSET_LISTS = (("train", "train"), ("val", "val"), ("test", "test"), ("trainval", "train"))
     # Roboflow-style split folders (first path component under src) when there is no ImageSets list.
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    SPLIT_DIRS = SPLIT_NAMES
     BOX_FIELDS = ("xmin", "ymin", "xmax", "ymax")
     DETECT_SAMPLE = 3  # XML files sniffed by detect()
     DETECT_DEPTH = 3  # VOCdevkit/VOC2012/Annotations/*.xml is depth 2 below VOCdevkit

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import json_number
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import SPLIT_NAMES, json_number
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "supervisely"
 DESCRIPTION = "Supervisely project (meta.json + <dataset>/ann/*.json + <dataset>/img/)"
@@ -31,7 +31,7 @@ class SuperviselyLayout:
     IMG_DIR = "img"
     ANN_SUFFIX = ".json"
     RECTANGLE = "rectangle"
-    SUBSETS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    SUBSETS = SPLIT_NAMES
 
 
 def detect(src: Path) -> bool:

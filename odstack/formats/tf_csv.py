@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, relative_name, text_number
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import DirIndex, SPLIT_NAMES, relative_name, text_number
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "tf_csv"
 DESCRIPTION = "CSV, one box per row: filename,width,height,class,xmin,ymin,xmax,ymax (or VoTT image,...,label)"
@@ -42,7 +42,7 @@ class TfCsvLayout:
     ANNOTATION_HINTS = ("filename", "image", "class", "label", "xmin", "ymin", "xmax", "ymax")
     # File-name prefixes (train_labels.csv) and Roboflow folders; test stays test (its own shards).
     SPLIT_PREFIXES = (("train", "train"), ("val", "val"), ("test", "test"))
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    SPLIT_DIRS = SPLIT_NAMES
     IMAGE_DIRS = ("images", "JPEGImages")
 
 

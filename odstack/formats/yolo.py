@@ -25,8 +25,8 @@ from typing import Iterator
 import yaml
 
 from odstack.errors import DatasetError
-from odstack.formats._common import text_number, walk_files
-from odstack.records import Box, ImageEntry, IssueLog, Location, Reason
+from odstack.formats._common import IMAGE_EXTS, SPLIT_NAMES, text_number, walk_files
+from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "yolo"
 DESCRIPTION = "YOLO txt (darknet/Ultralytics): images/ + labels/*.txt + classes.txt, obj.names or data.yaml"
@@ -41,9 +41,9 @@ class YoloLayout:
     # First found wins; data.yaml is the most explicit (ids may have gaps), LabelImg puts classes.txt in labels/.
     NAMES_FILES = ("data.yaml", "data.yml", "classes.txt", "obj.names", "labels/classes.txt")
     NOT_LABELS = ("classes.txt",)
-    IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+    IMAGE_EXTS = IMAGE_EXTS
     # Split folder -> subset (test stays test: its own shards). Dict order = reading order of Roboflow folders.
-    SPLIT_DIRS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+    SPLIT_DIRS = SPLIT_NAMES
     FIELDS = 5  # class cx cy w h
 
 

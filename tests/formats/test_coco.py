@@ -9,7 +9,7 @@ import pytest
 
 from odstack.errors import DatasetError
 from odstack.formats import coco
-from odstack.records import IssueLog, Location, Reason
+from odstack.annotations import IssueLog, Location, Reason
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 OFFICIAL = FIXTURES / "coco" / "official"

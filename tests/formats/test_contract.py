@@ -9,7 +9,7 @@ from PIL import Image
 
 from odstack import formats, tfrecord
 from odstack.data.convert import DataSettings, convert
-from odstack.records import IssueLog
+from odstack.annotations import IssueLog
 from odstack.tfrecord import Keys
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "formats"

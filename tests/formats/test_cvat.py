@@ -8,7 +8,7 @@ import pytest
 
 from odstack.errors import DatasetError
 from odstack.formats import cvat
-from odstack.records import IssueLog, Reason
+from odstack.annotations import IssueLog, Reason
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 TASK = FIXTURES / "cvat" / "task"

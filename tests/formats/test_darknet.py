@@ -10,7 +10,7 @@ import pytest
 from odstack.data.convert import DataSettings, convert
 from odstack.errors import DatasetError
 from odstack.formats import darknet, yolo
-from odstack.records import IssueLog, Reason
+from odstack.annotations import IssueLog, Reason
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 EXPORT = FIXTURES / "darknet" / "cvat_yolo"

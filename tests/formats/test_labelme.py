@@ -9,7 +9,7 @@ from pathlib import Path
 from odstack import tfrecord
 from odstack.data.convert import DataSettings, convert
 from odstack.formats import labelme
-from odstack.records import IssueLog, Reason
+from odstack.annotations import IssueLog, Reason
 from odstack.tfrecord import Keys
 from tests.helpers import make_image
 

@@ -8,7 +8,7 @@ import pytest
 
 from odstack.errors import DatasetError
 from odstack.formats import pascal_voc
-from odstack.records import IssueLog, Location, Reason
+from odstack.annotations import IssueLog, Location, Reason
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 LABELIMG = FIXTURES / "pascal_voc" / "labelimg"

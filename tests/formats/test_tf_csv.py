@@ -8,7 +8,7 @@ import pytest
 
 from odstack.errors import DatasetError
 from odstack.formats import tf_csv
-from odstack.records import IssueLog, Reason
+from odstack.annotations import IssueLog, Reason
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "formats"
 SPLIT = FIXTURES / "tf_csv" / "split"  # raccoon layout: data/*.csv, images in ../images
