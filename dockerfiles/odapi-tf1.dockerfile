@@ -48,17 +48,11 @@ COPY scripts/odapi/install_odapi.sh /opt/odstack/scripts/odapi/install_odapi.sh
 ARG ODAPI_COMMIT=45ecd69155b8279d550e1d51f1cc01e5f0eeaebb
 ARG ODAPI_URL=
 ARG ODAPI_SHA256=
-RUN set -- /tmp/odstack-ca/*.crt; \
-    if [ -f "$1" ]; then \
-        cat /etc/ssl/certs/ca-certificates.crt /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem 2>/dev/null \
-            || cat /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem; \
-        export PIP_CERT=/tmp/odstack-ca/bundle.pem SSL_CERT_FILE=/tmp/odstack-ca/bundle.pem; \
-    fi; \
-    python3 -m pip install --no-cache-dir "pip<22"; \
+RUN /tmp/odstack-ca/with-ca.sh python3 -m pip install --no-cache-dir "pip<22"; \
     python3 -m pip freeze | grep -iE '^(numpy|protobuf|h5py|tensorflow[a-z_-]*)==' > /tmp/constraints.txt; \
-    python3 -m pip install --no-cache-dir -c /tmp/constraints.txt \
+    /tmp/odstack-ca/with-ca.sh python3 -m pip install --no-cache-dir -c /tmp/constraints.txt \
         "tf-slim==1.1.0" "Cython<3" pycocotools contextlib2 lxml pillow matplotlib pandas scipy six; \
-    PYTHON=python3 ODAPI_TF=1 bash /opt/odstack/scripts/odapi/install_odapi.sh; \
+    PYTHON=python3 ODAPI_TF=1 /tmp/odstack-ca/with-ca.sh bash /opt/odstack/scripts/odapi/install_odapi.sh; \
     rm -rf /tmp/odstack-ca /tmp/constraints.txt /tmp/.keras /tmp/matplotlib
 
 # The TF1 container scripts `make train TF=1` / `make export TF=1` run (bash only: no odstack code here)

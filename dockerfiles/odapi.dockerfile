@@ -34,27 +34,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # pip itself, pinned so both bases install with the same resolver (bookworm's venv ships pip 23.0.1).
 ARG PIP_VERSION=26.3
 
-# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): used by pip in this step only,
-# appended to the base's own bundle; the image's trust store is left unchanged. Builds without any.
+# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): trusted by pip in the build steps that run
+# through dockerfiles/ca/with-ca.sh; the image's trust store is left unchanged. Builds without any.
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.
 COPY dockerfiles/requirements/odapi.txt /opt/odstack/requirements/odapi.txt
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    if [ "$n" -gt 0 ]; then \
-        export PIP_CERT=/tmp/odstack-ca/bundle.pem; \
-        echo "pip: using $n extra CA file(s) from dockerfiles/ca/"; \
-    fi; \
-    python3 -m venv /opt/venv; \
-    pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    pip install --no-cache-dir -r /opt/odstack/requirements/odapi.txt; \
+RUN python3 -m venv /opt/venv; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir -r /opt/odstack/requirements/odapi.txt; \
     python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
@@ -71,13 +58,7 @@ COPY dockerfiles/odapi-src/ /tmp/odapi-src/
 COPY scripts/odapi/install_odapi.sh /opt/odstack/scripts/odapi/install_odapi.sh
 RUN if [ "${ODAPI}" = 1 ]; then \
         for archive in /tmp/odapi-src/*.tar.gz; do if [ -f "$archive" ]; then export ODAPI_ARCHIVE="$archive"; fi; done; \
-        set -- /tmp/odstack-ca/*.crt; \
-        if [ -f "$1" ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem 2>/dev/null \
-                || cat /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem; \
-            export PIP_CERT=/tmp/odstack-ca/bundle.pem SSL_CERT_FILE=/tmp/odstack-ca/bundle.pem; \
-        fi; \
-        PYTHON=/opt/venv/bin/python bash /opt/odstack/scripts/odapi/install_odapi.sh; \
+        PYTHON=/opt/venv/bin/python /tmp/odstack-ca/with-ca.sh bash /opt/odstack/scripts/odapi/install_odapi.sh; \
     else echo "odapi: built without the TF Object Detection API (ODAPI=0)"; fi; \
     rm -rf /tmp/odstack-ca /tmp/odapi-src /tmp/.keras /tmp/matplotlib
 

@@ -36,23 +36,10 @@ RUN apt-get update; \
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 COPY odstack/export/js/package.json odstack/export/js/package-lock.json /opt/odstack/odstack/export/js/
 WORKDIR /opt/odstack/odstack/export/js
-# Optional extra CA certificates (dockerfiles/ca/*.crt): appended to the base bundle, for npm in this step.
+# Optional extra CA certificates (dockerfiles/ca/*.crt): trusted by npm in this step (with-ca.sh).
 # --ignore-scripts: nothing in the lock needs an install script (core-js' only prints a message).
 # Source maps (*.map, ~200 MB of the ~300 MB) are only for debugging in a browser: dropped.
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    if [ "$n" -gt 0 ]; then \
-        export NODE_EXTRA_CA_CERTS=/tmp/odstack-ca/bundle.pem; \
-        echo "npm: using $n extra CA file(s) from dockerfiles/ca/"; \
-    fi; \
-    npm ci --omit=dev --ignore-scripts --no-audit --no-fund --cache /tmp/npm-cache; \
+RUN /tmp/odstack-ca/with-ca.sh npm ci --omit=dev --ignore-scripts --no-audit --no-fund --cache /tmp/npm-cache; \
     test -d node_modules/@tensorflow/tfjs; \
     find node_modules -name '*.map' -delete; \
     rm -rf /tmp/odstack-ca /tmp/npm-cache
@@ -84,26 +71,13 @@ RUN apt-get update; \
 # pip itself, pinned so both bases install with the same resolver (bookworm's venv ships pip 23.0.1).
 ARG PIP_VERSION=26.3
 
-# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): used by pip in this step only.
+# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): trusted by pip in this step (with-ca.sh).
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.
 COPY dockerfiles/requirements/tfjs.txt /opt/odstack/requirements/tfjs.txt
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    if [ "$n" -gt 0 ]; then \
-        export PIP_CERT=/tmp/odstack-ca/bundle.pem; \
-        echo "pip: using $n extra CA file(s) from dockerfiles/ca/"; \
-    fi; \
-    python3 -m venv /opt/venv; \
-    pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    pip install --no-cache-dir -r /opt/odstack/requirements/tfjs.txt; \
+RUN python3 -m venv /opt/venv; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir -r /opt/odstack/requirements/tfjs.txt; \
     python -c "import tensorflowjs, tensorflow as tf; print('tensorflowjs', tensorflowjs.__version__, 'tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/.cache
 

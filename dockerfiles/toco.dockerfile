@@ -32,23 +32,10 @@ RUN apt-get update; \
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 COPY odstack/export/js/package.json odstack/export/js/package-lock.json /opt/odstack/odstack/export/js/
 WORKDIR /opt/odstack/odstack/export/js
-# Optional extra CA certificates (dockerfiles/ca/*.crt): appended to the base bundle, for npm in this step.
+# Optional extra CA certificates (dockerfiles/ca/*.crt): trusted by npm in this step (with-ca.sh).
 # --ignore-scripts: nothing in the lock needs an install script (core-js' only prints a message).
 # Source maps (*.map, ~200 MB of the ~300 MB) are only for debugging in a browser: dropped.
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    if [ "$n" -gt 0 ]; then \
-        export NODE_EXTRA_CA_CERTS=/tmp/odstack-ca/bundle.pem; \
-        echo "npm: using $n extra CA file(s) from dockerfiles/ca/"; \
-    fi; \
-    npm ci --omit=dev --ignore-scripts --no-audit --no-fund --cache /tmp/npm-cache; \
+RUN /tmp/odstack-ca/with-ca.sh npm ci --omit=dev --ignore-scripts --no-audit --no-fund --cache /tmp/npm-cache; \
     test -d node_modules/@tensorflow/tfjs; \
     find node_modules -name '*.map' -delete; \
     rm -rf /tmp/odstack-ca /tmp/npm-cache
@@ -104,22 +91,9 @@ RUN if [ "${EDGETPU}" = "1" ]; then \
 
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.
 COPY dockerfiles/requirements/toco.txt /opt/odstack/requirements/toco.txt
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    if [ "$n" -gt 0 ]; then \
-        export PIP_CERT=/tmp/odstack-ca/bundle.pem; \
-        echo "pip: using $n extra CA file(s) from dockerfiles/ca/"; \
-    fi; \
-    python3 -m venv /opt/venv; \
-    pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    pip install --no-cache-dir -r /opt/odstack/requirements/toco.txt; \
+RUN python3 -m venv /opt/venv; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir -r /opt/odstack/requirements/toco.txt; \
     python -c "import tensorflow as tf, ai_edge_litert.interpreter; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
@@ -137,13 +111,7 @@ COPY dockerfiles/odapi-src/ /tmp/odapi-src/
 COPY scripts/odapi/install_odapi.sh /opt/odstack/scripts/odapi/install_odapi.sh
 RUN if [ "${ODAPI}" = 1 ]; then \
         for archive in /tmp/odapi-src/*.tar.gz; do if [ -f "$archive" ]; then export ODAPI_ARCHIVE="$archive"; fi; done; \
-        set -- /tmp/odstack-ca/*.crt; \
-        if [ -f "$1" ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem 2>/dev/null \
-                || cat /tmp/odstack-ca/*.crt > /tmp/odstack-ca/bundle.pem; \
-            export PIP_CERT=/tmp/odstack-ca/bundle.pem SSL_CERT_FILE=/tmp/odstack-ca/bundle.pem; \
-        fi; \
-        PYTHON=/opt/venv/bin/python bash /opt/odstack/scripts/odapi/install_odapi.sh; \
+        PYTHON=/opt/venv/bin/python /tmp/odstack-ca/with-ca.sh bash /opt/odstack/scripts/odapi/install_odapi.sh; \
     else echo "toco: built without the TF Object Detection API (ODAPI=0)"; fi; \
     rm -rf /tmp/odstack-ca /tmp/odapi-src /tmp/.keras /tmp/matplotlib
 
