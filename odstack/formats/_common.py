@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -93,3 +94,22 @@ def walk_files(root: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
         for filename in sorted(filenames):
             if filename.lower().endswith(suffixes) and not filename.startswith("."):
                 yield Path(directory, filename)
+
+
+def xml_root_has_child(path: Path, root_tag: str, child_tags: tuple[str, ...]) -> bool:
+    """True if ``path`` is XML whose root is ``root_tag`` with one of ``child_tags`` as a direct child; parsing
+    stops as soon as that is known (detection reads the start of a file, not all of it)."""
+    depth = 0
+    try:
+        for event, element in ET.iterparse(path, events=("start", "end")):
+            if event == "end":
+                depth -= 1
+                continue
+            depth += 1
+            if depth == 1 and element.tag != root_tag:
+                return False
+            if depth == 2 and element.tag in child_tags:
+                return True
+    except (ET.ParseError, OSError, ValueError):
+        return False
+    return False

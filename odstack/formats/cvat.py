@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, SPLIT_NAMES, relative_name, text_number
+from odstack.formats._common import DirIndex, SPLIT_NAMES, relative_name, text_number, xml_root_has_child
 from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "cvat"
@@ -57,20 +57,7 @@ def detect(src: Path) -> bool:
 
 
 def _is_cvat(path: Path) -> bool:
-    depth = 0
-    try:
-        for event, element in ET.iterparse(path, events=("start", "end")):
-            if event == "end":
-                depth -= 1
-                continue
-            depth += 1
-            if depth == 1 and element.tag != CvatLayout.ROOT_TAG:
-                return False
-            if depth == 2 and element.tag in ("version", "meta", "image"):
-                return True
-    except (ET.ParseError, OSError, ValueError):
-        return False
-    return False
+    return xml_root_has_child(path, CvatLayout.ROOT_TAG, ("version", "meta", "image"))
 
 
 def labels(src: Path) -> list[str] | None:

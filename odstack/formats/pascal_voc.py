@@ -17,7 +17,8 @@ from pathlib import Path, PureWindowsPath
 from typing import Iterator
 
 from odstack.errors import DatasetError
-from odstack.formats._common import DirIndex, IMAGE_EXTS, SPLIT_NAMES, relative_name, text_number, walk_files
+from odstack.formats._common import (DirIndex, IMAGE_EXTS, SPLIT_NAMES, relative_name, text_number, walk_files,
+                                     xml_root_has_child)
 from odstack.annotations import Box, ImageEntry, IssueLog, Location, Reason
 
 NAME = "pascal_voc"
@@ -280,21 +281,8 @@ def _sample_xml(src: Path) -> Iterator[Path]:
 
 
 def _looks_like_voc(path: Path) -> bool:
-    """Root <annotation> with a <filename> or <object> child; parsing stops as soon as that is known."""
-    depth = 0
-    try:
-        for event, element in ET.iterparse(path, events=("start", "end")):
-            if event == "end":
-                depth -= 1
-                continue
-            depth += 1
-            if depth == 1 and element.tag != VocLayout.ROOT_TAG:
-                return False
-            if depth == 2 and element.tag in ("filename", "object"):
-                return True
-    except (ET.ParseError, OSError, ValueError):
-        return False
-    return False
+    """Root <annotation> with a <filename> or <object> child."""
+    return xml_root_has_child(path, VocLayout.ROOT_TAG, ("filename", "object"))
 
 
 def _skipped(name: str) -> bool:
