@@ -230,7 +230,8 @@ def run_measured(cmd: list[str], log: Path, env: dict[str, str] | None = None) -
         started = time.perf_counter()
         process = subprocess.Popen(launch, stdout=out, stderr=err, env=env, cwd=REPO)
         sampler = PssSampler(process.pid)
-        sampler.start()
+        sampler.sample()    # at once, from this thread: a short command (cp of a few files) can end before
+        sampler.start()     # the sampling thread's first look, which then saw no process at all
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         sampler.stop()

@@ -264,6 +264,8 @@ def test_make_train_refuses_to_resume_a_run_of_other_classes(dataset, tmp_path, 
     run.path.mkdir(parents=True)
     before = json.dumps({"engine": "tfvision", "model": "retinanet_mobilenetv2", "labels": ["zebra"], "data": "d"})
     run.run_json.write_text(before)
+    (run.path / "ckpt-1.index").write_bytes(b"")                   # it has trained: a checkpoint is there
+    (run.path / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
     with pytest.raises(ConfigError, match="exists with a different labels") as error:
         stage.train(_settings(run="x", data=dataset.directory))
     assert "RUN=<a new name>" in error.value.hint
