@@ -18,6 +18,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from PIL import Image
 
     from odclient import api, errors, metrics, ops, settings, tfserving
+    from odclient.bodycap import ChunkedBodyCap
     from odclient.labels import LabelMaps
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
@@ -43,4 +44,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                                     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'")
         return response
 
+    app.wsgi_app = ChunkedBodyCap(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
     return app

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import re
 import time
 from typing import Any
@@ -18,6 +19,7 @@ bp = Blueprint("api", __name__, url_prefix="/v1")
 
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 MAX_DETECTIONS_CAP = 1000
+LOG = logging.getLogger("odclient")
 
 
 def _param(name: str, json_body: dict[str, Any]) -> Any:
@@ -38,7 +40,7 @@ def _number(name: str, raw: Any, kind: type, low: float, high: float, default: A
         value = kind(raw)
         if kind is int and isinstance(raw, float) and raw != value:
             raise ValueError
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity), int(1e400)
         raise bad_request(f"{name} must be {'an integer' if kind is int else 'a number'}, got {raw!r}") from None
     if not low <= value <= high:  # also rejects NaN
         raise bad_request(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
@@ -76,6 +78,8 @@ def _uploads(max_images: int) -> tuple[list[tuple[str, bytes]], dict[str, Any]]:
             parsed = request.get_json(force=True, silent=False)
         except WerkzeugBadRequest:
             raise bad_request("request body is not valid JSON", "invalid_json") from None
+        except RecursionError:  # Python's json parser recurses once per nesting level
+            raise bad_request("request body is JSON nested too deeply", "invalid_json") from None
         if not isinstance(parsed, dict):
             raise bad_request("JSON body must be an object with \"image\" or \"images\"", "invalid_json")
         body = parsed
@@ -108,6 +112,10 @@ def _labels() -> LabelMaps:
 def _upstream(error: tfserving.UpstreamError, model: str, version: int | None) -> ApiError:
     """The API answer for a model-server failure. The default model not found means: not loaded (yet)."""
     retry = current_app.config["RETRY_AFTER"]
+    if isinstance(error, tfserving.BadRequest):  # TF's message names graph nodes: log it, answer plainly
+        LOG.warning("model %r refused the input: %s", model, error)
+        return ApiError(422, error.code, f"model {model!r} could not process the input "
+                                         "(the client's log has the model server's message)")
     if isinstance(error, tfserving.NotFound):
         if model == current_app.config["MODEL_NAME"] and version is None:
             return ApiError(503, "model_not_loaded", f"model {model!r} is not loaded yet ({error})", retry)
@@ -167,7 +175,7 @@ def detect() -> Response:
         image = imaging.decode(data, name, cfg["MAX_IMAGE_PIXELS"], 0 if fmt == "jpeg" else cfg["MAX_INPUT_SIDE"])
         decode_ms = (time.perf_counter() - t_decode) * 1000
         t0 = time.perf_counter()
-        pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"])
+        pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"], cfg["MIN_INPUT_SIDE"])
         t1 = time.perf_counter()
         try:
             result = tfserving.client().predict(pixels, model, version, cfg["SIGNATURE_NAME"])

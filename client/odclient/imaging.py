@@ -79,12 +79,14 @@ def decode(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> Decode
     return Decoded(name, rgb, width, height)
 
 
-def model_input(image: Image.Image, max_side: int) -> np.ndarray:
-    """HxWx3 uint8, downscaled so the longer side is at most ``max_side`` (boxes are normalized)."""
-    if max_side and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
+def model_input(image: Image.Image, max_side: int, min_side: int = 0) -> np.ndarray:
+    """HxWx3 uint8, downscaled so the longer side is at most ``max_side``, and a side shorter than
+    ``min_side`` stretched to it: detectors resize to a fixed size inside the graph, where a 2000x1 image's
+    short side becomes 0 pixels and fails. Boxes are normalized, so they still fit the original image."""
+    scale = max_side / max(image.size) if max_side and max(image.size) > max_side else 1.0
+    size = tuple(max(1, round(side * scale), min_side) for side in image.size)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
 

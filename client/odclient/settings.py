@@ -18,6 +18,7 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "MAX_IMAGE_PIXELS": (int, 40_000_000, "decoded pixels cap per image (decompression-bomb guard, 413)"),
     "MAX_IMAGES": (int, 16, "images per request"),
     "MAX_INPUT_SIDE": (int, 1024, "downscale images whose longer side exceeds this before Predict (0: never)"),
+    "MIN_INPUT_SIDE": (int, 32, "stretch a shorter side of the model input to this (thin images; 0: never)"),
     "DEFAULT_THRESHOLD": (float, 0.5, "score threshold when the request gives none"),
     "DEFAULT_MAX_DETECTIONS": (int, 100, "detections per image when the request gives no max_detections"),
     "PREDICT_TIMEOUT": (float, 10.0, "gRPC deadline of Predict, seconds (504 when exceeded)"),

@@ -214,3 +214,15 @@ def test_large_photo_decoded_at_reduced_scale_keeps_full_size_boxes(client) -> N
                                                               abs=12)
     drawn = client.post("/v1/detect?format=jpeg", data=jpeg, content_type="image/jpeg")
     assert Image.open(io.BytesIO(drawn.data)).size == (4000, 3000)
+
+
+def test_model_refusal_is_422_without_tensorflow_internals(app) -> None:
+    """With the stretching turned off, the test detector refuses a 2000x1 image inside its graph, with
+    TensorFlow's message (node and function names): the answer says it plainly; the log keeps the details."""
+    app.config["MIN_INPUT_SIDE"] = 0
+    thin = encode(make_image(1, 2000, ()))
+    answer = app.test_client().post("/v1/detect", data=thin, content_type="image/png")
+    assert answer.status_code == 422, answer.get_json()
+    body = answer.get_json()
+    assert body["code"] == "rejected_by_model" and "could not process" in body["message"]
+    assert not any(marker in body["message"] for marker in ("Op:", "__inference", "node", "while/"))

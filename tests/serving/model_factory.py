@@ -14,7 +14,9 @@ exists so the development model server and the Flask client can be tested over r
 Classes: 1 ``red``, 2 ``green``, 3 ``blue`` (``LABELS``). A pixel belongs to a class when that channel is
 >= 64 and exceeds both other channels by >= 64. Each class present gives one box, the bounding box of all
 its pixels in pixel-edge coordinates (rows 10..29 -> ymin 10/H, ymax 30/H), with score = mean value of
-that channel over those pixels / 255. ``make_image`` draws such blobs and ``expected_detections`` gives
+that channel over those pixels / 255. Like a real detector it also resizes its input to a fixed size
+(longer side ``FIXED_SIDE``), so an image with a side that scales to 0 pixels is refused with TensorFlow's
+error, as real models refuse them. ``make_image`` draws such blobs and ``expected_detections`` gives
 the answer with numpy alone, so client tests need no TensorFlow.
 
 This module never imports TensorFlow at module level: ``build_detector_saved_model`` runs the build in
@@ -45,6 +47,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABELS: tuple[str, ...] = ("red", "green", "blue")
 MAX_DETECTIONS = 10
+#: The test model resizes its input so the longer side is FIXED_SIDE px (the result is unused, see _save_detector).
+FIXED_SIDE = 64
 #: The label map shipped with each version as ``assets.extra/label_map.pbtxt`` (OD API text format).
 LABEL_MAP_PBTXT = "".join(f'item {{\n  id: {i}\n  name: "{n}"\n  display_name: "{n}"\n}}\n'
                           for i, n in enumerate(LABELS, start=1))
@@ -131,7 +135,14 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
             mean = tf.reduce_sum(tf.where(mask, tf.cast(value, tf.float32), 0.0)) / tf.maximum(count, 1.0)
             boxes.append(tf.where(present, box, tf.zeros([4])))
             scores.append(tf.where(present, mean / 255.0, 0.0))
-        scores_t = tf.stack(scores)
+        # Like real detectors (Model Garden's resize_and_crop_image, the OD API's image resizers), the graph
+        # resizes its input to a fixed size; a side that scales to 0 pixels fails there with TF's own error
+        # (a 2000x1 image). The result only adds 0, so answers stay exactly those of expected_detections.
+        longest = tf.maximum(height, width)
+        probe = tf.cond(longest > 0, lambda: 0.0 * tf.reduce_sum(tf.image.resize(
+            tf.cast(image, tf.float32), [height * FIXED_SIDE // longest, width * FIXED_SIDE // longest])),
+            lambda: 0.0)
+        scores_t = tf.stack(scores) + probe
         order = tf.argsort(scores_t, direction="DESCENDING", stable=True)
         num = tf.reduce_sum(tf.cast(scores_t > 0.0, tf.int32))
         keep = tf.range(len(LABELS)) < num
