@@ -31,7 +31,8 @@ A checkpoint that holds no trained weights (no checkpoint at all, or global step
 initial checkpoint of a run shorter than its checkpoint interval) is refused, never exported silently.
 
 Publishing: the SavedModel is copied to ``<serving_dir>/<model_name>/.tmp-<version>-<pid>`` with the label
-map in ``assets.extra/label_map.pbtxt``, then renamed to ``<version>`` (one atomic rename, so TF
+map in ``assets.extra/label_map.pbtxt`` and TF Serving's warm-up file (``assets.extra/tf_serving_warmup_requests``,
+odstack/export/warmup.py), then renamed to ``<version>`` (one atomic rename, so TF
 Serving never loads half a model); versions are integers, one more than the highest there.
 ``output/<run>/export.json`` records what was exported (checkpoint, step, NMS, image size, version):
 `make tflite` reads it to convert the same checkpoint with the same NMS.
@@ -50,6 +51,7 @@ from typing import Any, Callable
 
 from odstack.errors import ConfigError
 from odstack.export import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, ExportError, resolve_run, timed
+from odstack.export.warmup import write_warmup_requests
 from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
 from odstack.train.run import select_checkpoint
@@ -130,7 +132,8 @@ def export(settings: ExportSettings) -> ExportResult:
     }
     serving = None
     if settings.publish:
-        serving = export_serving(saved_model, Path(settings.serving_dir), model_name, run.label_map)
+        serving = export_serving(saved_model, Path(settings.serving_dir), model_name, run.label_map,
+                                 record["image_size"])
         record["serving"] = {"model_name": model_name, "version": int(serving.name), "path": str(serving)}
     write_json(run.path / EXPORT_JSON, record)
     lines = [f"{_PREFIX}: done. SavedModel: {saved_model} (signature {SIGNATURE_KEY}: {INPUT_KEY} uint8 "
@@ -397,8 +400,10 @@ def _versions(base: Path) -> list[int]:
 
 
 @timed(_PREFIX)
-def export_serving(saved_model: Path, serving_dir: Path, model_name: str, label_map: Path) -> Path:
-    """Publish ``saved_model`` as ``serving_dir/model_name/<next version>`` (copy aside, one rename)."""
+def export_serving(saved_model: Path, serving_dir: Path, model_name: str, label_map: Path,
+                   image_size: list[int] | None = None) -> Path:
+    """Publish ``saved_model`` as ``serving_dir/model_name/<next version>`` (copy aside, one rename), with the
+    label map and TF Serving's warm-up file (odstack/export/warmup.py) in its assets.extra."""
     base = Path(serving_dir) / model_name
     base.mkdir(parents=True, exist_ok=True)
     for attempt in range(20):
@@ -408,6 +413,7 @@ def export_serving(saved_model: Path, serving_dir: Path, model_name: str, label_
         shutil.copytree(saved_model, staging)
         (staging / LABEL_MAP_ASSET).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(label_map, staging / LABEL_MAP_ASSET)
+        write_warmup_requests(staging, model_name, image_size, import_tensorflow())
         target = base / str(version)
         try:
             if target.exists():  # another export took this number since we listed: try the next one

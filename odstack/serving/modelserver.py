@@ -26,7 +26,10 @@ Same as TF Serving:
 - Status codes: NOT_FOUND for an unknown model, version or label; INVALID_ARGUMENT for bad inputs,
   dtypes, shapes or output_filter; FAILED_PRECONDITION for an unknown signature.
 - ``--rest_api_port``: ``GET /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]`` returns the same
-  JSON as TF Serving. Prometheus text is served at the ``--monitoring_config_file`` path.
+  JSON as TF Serving, and ``POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict`` takes TF Serving's
+  ``instances`` (row) or ``inputs`` (columnar) bodies with ``{"b64": ...}`` for bytes and answers
+  ``predictions`` / ``outputs``, errors as ``{"error": ...}``. Prometheus text is served at the
+  ``--monitoring_config_file`` path.
 - SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish (5 s), exit 0.
 
 Different or missing:
@@ -43,6 +46,8 @@ Different or missing:
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import logging
 import os
@@ -74,8 +79,15 @@ LOGGER = logging.getLogger("odstack.serving")
 State = get_model_status_pb2.ModelVersionStatus
 DEFAULT_SIGNATURE = "serving_default"
 GRPC_CODE = {code.value[0]: code for code in grpc.StatusCode}
+# TF Serving's REST status for each gRPC code (its http_server.cc); anything else is 500
 HTTP_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
-               grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.UNAVAILABLE: 503}
+               grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
+               grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+               grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNIMPLEMENTED: 501,
+               grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.PERMISSION_DENIED: 403,
+               grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.ALREADY_EXISTS: 409,
+               grpc.StatusCode.ABORTED: 409}
+MAX_REST_BODY = 1 << 30  # bytes of one REST predict body
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
 WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
@@ -523,9 +535,105 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
         return self._call(request.model_spec.name, context, lambda: self.manager.status(request.model_spec))
 
 
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _from_json(value: Any, info: Any, alias: str) -> tensor_pb2.TensorProto:
+    """A JSON value (nested lists; ``{"b64": ...}`` for bytes) as a tensor of the signature input's dtype."""
+    def unwrap(item: Any) -> Any:
+        if isinstance(item, dict):
+            if set(item) != {"b64"} or not isinstance(item["b64"], str):
+                raise _invalid(f"input {alias}: objects in tensor values must be {{\"b64\": <base64 string>}}")
+            try:
+                return base64.b64decode(item["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise _invalid(f"input {alias}: invalid base64 in \"b64\"") from None
+        if isinstance(item, list):
+            return [unwrap(v) for v in item]
+        return item.encode() if isinstance(item, str) else item
+
+    dtype = tf.as_dtype(info.dtype)
+    try:
+        if dtype == tf.string:
+            array = np.array(unwrap(value), dtype=object)
+        else:
+            array = np.array(unwrap(value), dtype=dtype.as_numpy_dtype)
+        if dtype == tf.string and any(not isinstance(v, bytes) for v in array.ravel()):
+            raise ValueError("expected (nested lists of) strings or {\"b64\": ...}")
+        return tf.make_tensor_proto(array, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise _invalid(f"input {alias}: cannot convert the JSON value to a {dtype.name} tensor "
+                       f"(ragged lists, or values of another type?): {error}") from None
+
+
+def _to_json(alias: str, array: np.ndarray) -> Any:
+    """A tensor as JSON: nested lists; bytes as ``{"b64": ...}`` when the alias ends in ``_bytes`` (TF
+    Serving's rule), else as UTF-8 text."""
+    if array.dtype == object:
+        def text(value: bytes) -> Any:
+            if alias.endswith("_bytes"):
+                return {"b64": base64.b64encode(value).decode()}
+            return value.decode("utf-8", errors="replace")
+        return np.vectorize(text, otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array.tolist()
+
+
+def rest_predict(manager: ModelManager, spec: model_pb2.ModelSpec, body: Any) -> dict[str, Any]:
+    """TF Serving's REST predict: ``instances`` (row format) or ``inputs`` (columnar) -> PredictRequest ->
+    ``predictions`` or ``outputs``."""
+    if not isinstance(body, dict):
+        raise _invalid("JSON body must be an object with \"instances\" or \"inputs\"")
+    if ("instances" in body) == ("inputs" in body):
+        raise _invalid("JSON body must have exactly one of \"instances\" (row format) or \"inputs\" (columnar)")
+    signature_name = body.get("signature_name") or DEFAULT_SIGNATURE
+    if not isinstance(signature_name, str):
+        raise _invalid("\"signature_name\" must be a string")
+    spec.signature_name = signature_name
+    servable = manager.resolve(spec)
+    signature = servable.signature_defs.signature_def.get(signature_name)
+    if signature is None:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature_name}" not found.')
+    names = sorted(signature.inputs)
+    row_format = "instances" in body
+    data = body["instances"] if row_format else body["inputs"]
+    named = isinstance(data, dict) and set(data) != {"b64"}
+    if row_format:
+        if not isinstance(data, list) or not data:
+            raise _invalid("\"instances\" must be a non-empty list")
+        named = all(isinstance(i, dict) and set(i) != {"b64"} for i in data)
+        if named:
+            keys = {frozenset(i) for i in data}
+            if len(keys) != 1:
+                raise _invalid("every instance must name the same inputs")
+            data = {key: [instance[key] for instance in data] for key in next(iter(keys))}
+    if not named:
+        if len(names) != 1:
+            raise _invalid(f"the signature has {len(names)} inputs ({', '.join(names)}): name them")
+        data = {names[0]: data}
+    request = predict_pb2.PredictRequest(model_spec=spec)
+    for alias, value in data.items():
+        if alias not in signature.inputs:
+            raise _invalid(f"input tensor alias not found in signature: {alias}. "
+                           f"Inputs expected to be in the set {{{','.join(names)}}}.")
+        request.inputs[alias].CopyFrom(_from_json(value, signature.inputs[alias], alias))
+    response = run_predict(servable, request)
+    outputs = {alias: tf.make_ndarray(tensor) for alias, tensor in sorted(response.outputs.items())}
+    if not row_format:
+        columns = {alias: _to_json(alias, array) for alias, array in outputs.items()}
+        return {"outputs": next(iter(columns.values())) if len(columns) == 1 else columns}
+    batch = len(body["instances"])
+    for alias, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != batch:
+            raise _invalid(f"output {alias} has batch size {array.shape[0] if array.ndim else 'none'}, not the "
+                           f"{batch} instance(s): use the columnar format (\"inputs\")")
+    rows = [{alias: _to_json(alias, array[i]) for alias, array in outputs.items()} for i in range(batch)]
+    return {"predictions": [next(iter(r.values())) for r in rows] if len(outputs) == 1 else rows}
+
+
 def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
                metrics_path: str | None) -> ThreadingHTTPServer:
-    """TF Serving's REST status/metadata routes (GET only) and the Prometheus endpoint, in a thread."""
+    """TF Serving's REST API (status, metadata, predict) and the Prometheus endpoint, in a thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: str, content_type: str = "application/json") -> None:
@@ -564,8 +672,32 @@ def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
             self._send(200, json.dumps(body, indent=1))
 
         def do_POST(self) -> None:  # noqa: N802
-            self._send(501, json.dumps({"error": "REST predict is not implemented by odstack's development "
-                                                 "model server; use gRPC (port --port)"}))
+            path = self.path.split("?", 1)[0]
+            match = re.fullmatch(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(\w+)", path)
+            if not match:
+                return self._send(404, json.dumps({"error": f"Malformed request: POST {path}"}))
+            if match[4] != "predict":
+                return self._send(501, json.dumps({"error": f"{match[4]} is not implemented by odstack's "
+                                                            "development model server (predict is)"}))
+            spec = model_pb2.ModelSpec(name=unquote(match[1]))
+            if match[2]:
+                spec.version.value = int(match[2])
+            elif match[3]:
+                spec.version_label = unquote(match[3])
+            try:
+                length = int(self.headers.get("Content-Length") or -1)
+                if not 0 <= length <= MAX_REST_BODY:
+                    raise _invalid(f"a request body with a Content-Length of at most {MAX_REST_BODY} bytes is needed")
+                try:
+                    body = json.loads(self.rfile.read(length))
+                except (ValueError, RecursionError) as error:
+                    raise _invalid(f"JSON Parse error: {error}") from None
+                answer = rest_predict(manager, spec, body)
+            except ServingError as error:
+                metrics.count(REQUEST_COUNT, model_name=spec.name, status=error.code.name)
+                return self._send(HTTP_STATUS.get(error.code, 500), json.dumps({"error": error.message}))
+            metrics.count(REQUEST_COUNT, model_name=spec.name, status="OK")
+            self._send(200, json.dumps(answer))
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (BaseHTTPRequestHandler's name)
             LOGGER.debug("rest: " + format, *args)

@@ -201,6 +201,27 @@ def test_serving_layout(exported):
     assert [p.name for p in base.iterdir()] == ["1"]  # no staging leftovers
 
 
+def test_serving_version_has_tf_servings_warmup_file_for_the_models_size(exported):
+    """assets.extra/tf_serving_warmup_requests: a TFRecord of PredictionLog (one Predict call) that the
+    exported signature runs; TF Serving replays it before the version serves."""
+    import tensorflow as tf
+
+    from odstack import protos
+
+    version = exported.serving_dir / exported.run.path.name / "1"
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(version / "assets.extra" / "tf_serving_warmup_requests"))]
+    assert len(records) == 1
+    request = protos.PredictionLog.FromString(records[0]).predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    proto = tf.make_tensor_proto(0)
+    proto.ParseFromString(request.inputs["input_tensor"])
+    image = tf.make_ndarray(proto)
+    size = json.loads((exported.run.path / "export.json").read_text())["image_size"]
+    assert image.shape == (1, *size, 3) and image.dtype == np.uint8
+    outputs = tf.saved_model.load(str(version)).signatures["serving_default"](input_tensor=tf.constant(image))
+    assert outputs["detection_boxes"].shape[0] == 1
+
+
 def test_versions_increase_and_skip_non_integer_dirs(exported, tmp_path):
     source = exported.result.saved_model
     root = tmp_path / "serving"

@@ -10,6 +10,7 @@ exists so the development model server and the Flask client can be tested over r
          detection_scores  float32 [1, N]     sorted, highest first
          detection_classes float32 [1, N]     1-based class ids (padding rows carry 1.0, as the OD API's do)
          num_detections    float32 [1]        how many leading rows are real
+    image_bytes: encoded_image_string_tensor string [1] (JPEG, PNG, ...) -> the same outputs
 
 Classes: 1 ``red``, 2 ``green``, 3 ``blue`` (``LABELS``). A pixel belongs to a class when that channel is
 >= 64 and exceeds both other channels by >= 64. Each class present gives one box, the bounding box of all
@@ -47,6 +48,8 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABELS: tuple[str, ...] = ("red", "green", "blue")
 MAX_DETECTIONS = 10
+#: The second signature, as ``make export`` writes it: one encoded JPEG/PNG/... -> the same outputs.
+BYTES_SIGNATURE, BYTES_INPUT_KEY = "image_bytes", "encoded_image_string_tensor"
 #: The test model resizes its input so the longer side is FIXED_SIDE px (the result is unused, see _save_detector).
 FIXED_SIDE = 64
 #: The label map shipped with each version as ``assets.extra/label_map.pbtxt`` (OD API text format).
@@ -157,9 +160,15 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
             "num_detections": tf.cast(num, tf.float32)[None],
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=BYTES_INPUT_KEY)])
+    def serve_bytes(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+        image = tf.io.decode_image(encoded[0], channels=3, expand_animations=False)
+        return serve(image[None])
+
     module = tf.Module()
-    module.serve = serve
-    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve.get_concrete_function()})
+    module.serve, module.serve_bytes = serve, serve_bytes
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve.get_concrete_function(),
+                                                             BYTES_SIGNATURE: serve_bytes.get_concrete_function()})
     extra = export_dir / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / "label_map.pbtxt").write_text(LABEL_MAP_PBTXT, encoding="utf-8")

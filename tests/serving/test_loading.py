@@ -16,6 +16,7 @@ pytest.importorskip("tensorflow_serving", reason="needs .venv/modelserver (docke
 import tensorflow as tf  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_log_pb2  # noqa: E402
 
+from odstack.export.warmup import predict_record  # noqa: E402
 from odstack.serving import modelserver  # noqa: E402
 from tests.serving.model_factory import ModelServerProcess, add_version, make_image  # noqa: E402
 
@@ -100,7 +101,11 @@ def warmup_request(input_key: str = "input_tensor") -> predict_pb2.PredictReques
 
 def test_warmup_is_replayed_before_available_and_a_failing_one_fails_the_load(tmp_path, detector_saved_model):
     base = tmp_path / "m"
-    write_warmup(add_version(base, 1, detector_saved_model), [warmup_request(), warmup_request()])
+    version_1 = add_version(base, 1, detector_saved_model)  # (its assets.extra holds the label map)
+    with tf.io.TFRecordWriter(str(version_1 / "assets.extra" / "tf_serving_warmup_requests")) as writer:
+        for _ in range(2):  # export's own records (odstack/export/warmup.py)
+            writer.write(predict_record("m", "serving_default",
+                                        {"input_tensor": tf.make_tensor_proto(make_image(48, 64)[None]).SerializeToString()}))
     server = ModelServerProcess(["--model_name", "m", "--model_base_path", str(base),
                                  "--file_system_poll_wait_seconds", "0.2", "--max_num_load_retries", "0"],
                                 log_path=tmp_path / "server.log").start()
@@ -116,3 +121,17 @@ def test_warmup_is_replayed_before_available_and_a_failing_one_fails_the_load(tm
         assert version_states(server, "m")[1]["state"] == "AVAILABLE"  # still serving
     finally:
         server.stop()
+
+
+def test_exports_warmup_record_is_tf_servings_prediction_log(tmp_path) -> None:
+    """odstack/export/warmup.py writes PredictionLog without tensorflow-serving-api: TF Serving's own message
+    class reads it back as a Predict request with the image tensor, and the server replays it."""
+    from odstack.export.warmup import WARMUP_ASSET, write_warmup_requests
+
+    path = write_warmup_requests(tmp_path, "m", [48, 64], tf)
+    assert path == tmp_path / WARMUP_ASSET
+    [record] = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    assert (request.model_spec.name, request.model_spec.signature_name) == ("m", "serving_default")
+    image = tf.make_ndarray(request.inputs["input_tensor"])
+    assert image.shape == (1, 48, 64, 3) and image.dtype == "uint8"
