@@ -5,6 +5,7 @@ Run it with gunicorn: ``gunicorn -c client/gunicorn_conf.py 'odclient:create_app
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Flask
@@ -34,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     tfserving.init_app(app)
     app.extensions["odclient.labels"] = LabelMaps(app.config["SERVING_DIR"])
+    app.extensions["odclient.decode_slots"] = threading.BoundedSemaphore(max(1, app.config["DECODE_SLOTS"]))
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
 

@@ -6,7 +6,8 @@ import binascii
 import logging
 import re
 import time
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
@@ -124,6 +125,21 @@ def _upstream(error: tfserving.UpstreamError, model: str, version: int | None) -
     return ApiError(error.status, error.code, str(error), retry if error.status == 503 else None)
 
 
+@contextmanager
+def _decode_slot() -> Iterator[None]:
+    """One of this worker's DECODE_SLOTS for the CPU-heavy part (decode, resize). When none frees up within
+    BUSY_TIMEOUT the request is shed with 503 + Retry-After instead of queueing without bound."""
+    slots = current_app.extensions["odclient.decode_slots"]
+    cfg = current_app.config
+    if not slots.acquire(timeout=cfg["BUSY_TIMEOUT"]):
+        raise ApiError(503, "server_busy", f"every decode slot stayed busy for {cfg['BUSY_TIMEOUT']:g} s "
+                       "(the server is saturated); retry later", cfg["RETRY_AFTER"])
+    try:
+        yield
+    finally:
+        slots.release()
+
+
 def _detections(result: tfserving.Detections, labels: dict[int, str], width: int, height: int,
                 threshold: float, limit: int) -> list[dict[str, Any]]:
     out = []
@@ -165,18 +181,23 @@ def detect() -> Response:
     if fmt == "jpeg" and len(uploads) != 1:
         raise bad_request(f"format=jpeg answers one image; this request has {len(uploads)}")
 
-    for name, data in uploads:  # headers first: one bad file fails the request before any inference
-        imaging.check(data, name, cfg["MAX_IMAGE_PIXELS"])
+    decode_side = 0 if fmt == "jpeg" else cfg["MAX_INPUT_SIDE"]
+    # headers first: one bad file, or too much work in all, fails the request before any decoding
+    pixels_in_all = sum(imaging.check(data, name, cfg["MAX_IMAGE_PIXELS"], decode_side) for name, data in uploads)
+    if pixels_in_all > cfg["MAX_REQUEST_PIXELS"]:
+        raise ApiError(413, "too_many_pixels", f"the images decode to {pixels_in_all} pixels in all; at most "
+                       f"MAX_REQUEST_PIXELS={cfg['MAX_REQUEST_PIXELS']} per request: send fewer or smaller images")
 
     served: dict[str, Any] = {}
     results = []
     for index, (name, data) in enumerate(uploads):  # then decode one image at a time (bounded memory)
-        t_decode = time.perf_counter()
-        image = imaging.decode(data, name, cfg["MAX_IMAGE_PIXELS"], 0 if fmt == "jpeg" else cfg["MAX_INPUT_SIDE"])
-        decode_ms = (time.perf_counter() - t_decode) * 1000
-        t0 = time.perf_counter()
-        pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"], cfg["MIN_INPUT_SIDE"])
-        t1 = time.perf_counter()
+        with _decode_slot():
+            t_decode = time.perf_counter()
+            image = imaging.decode(data, name, cfg["MAX_IMAGE_PIXELS"], decode_side)
+            decode_ms = (time.perf_counter() - t_decode) * 1000
+            t0 = time.perf_counter()
+            pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"], cfg["MIN_INPUT_SIDE"])
+            t1 = time.perf_counter()
         try:
             result = tfserving.client().predict(pixels, model, version, cfg["SIGNATURE_NAME"])
         except tfserving.UpstreamError as error:

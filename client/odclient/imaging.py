@@ -50,9 +50,22 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def check(data: bytes, name: str, max_pixels: int) -> None:
-    """Fail fast (before any inference) on what the header alone shows: empty, not an image, too large."""
-    _open(data, name, max_pixels).close()
+def check(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> int:
+    """Fail fast (before any inference) on what the header alone shows: empty, not an image, too large.
+    Returns the pixels :func:`decode` will produce (a large JPEG decodes at a reduced DCT scale)."""
+    image = _open(data, name, max_pixels)
+    width, height = image.size
+    reduction = _jpeg_reduction(image, max_side)
+    image.close()
+    return -(-width // reduction) * -(-height // reduction)
+
+
+def _jpeg_reduction(image: Image.Image, max_side: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) of the draft decode below: the largest keeping the longer side >= max_side."""
+    longest = max(image.size)
+    if not max_side or image.format != "JPEG" or longest < 2 * max_side:
+        return 1
+    return next(r for r in (8, 4, 2, 1) if -(-longest // r) >= max_side)
 
 
 def decode(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> Decoded:
@@ -64,7 +77,7 @@ def decode(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> Decode
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            if max_side and image.format == "JPEG" and max(width, height) >= 2 * max_side:
+            if _jpeg_reduction(image, max_side) > 1:
                 scale = max_side / max(width, height)
                 image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)

@@ -4,14 +4,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.client.support import encode
-from tests.serving.model_factory import LABELS, expected_detections, make_image
+from tests.client.support import encode, multipart
+from tests.serving.model_factory import LABELS, Blob, expected_detections, make_image
 
 IMAGE = make_image()  # 120x160, red 1.0 / green 0.8 / blue 0.4
 PNG = encode(IMAGE)
@@ -226,3 +227,49 @@ def test_model_refusal_is_422_without_tensorflow_internals(app) -> None:
     body = answer.get_json()
     assert body["code"] == "rejected_by_model" and "could not process" in body["message"]
     assert not any(marker in body["message"] for marker in ("Op:", "__inference", "node", "while/"))
+
+
+def test_pixel_budget_per_request_counts_jpegs_at_their_draft_scale(app) -> None:
+    """MAX_REQUEST_PIXELS bounds the decoding work of one request (16 PNGs of 6300x6300 cost 6.4 s of CPU);
+    a large JPEG counts at the reduced DCT scale it is decoded at."""
+    app.config["MAX_REQUEST_PIXELS"] = 100_000
+    client = app.test_client()
+    small = encode(make_image())  # 160x120 = 19200 pixels
+    five, five_type = multipart([("image", f"{i}.png", small, "image/png") for i in range(5)])
+    six, six_type = multipart([("image", f"{i}.png", small, "image/png") for i in range(6)])
+    assert client.post("/v1/detect", data=five, content_type=five_type).status_code == 200
+    answer = client.post("/v1/detect", data=six, content_type=six_type)
+    assert answer.status_code == 413 and answer.get_json()["code"] == "too_many_pixels"
+    assert "MAX_REQUEST_PIXELS=100000" in answer.get_json()["message"]
+
+    app.config["MAX_REQUEST_PIXELS"] = 2_000_000
+    photo = make_image(2000, 3000, [Blob("red", 100, 200, 900, 1400)])  # 6 MP
+    jpeg = client.post("/v1/detect", data=encode(photo, "JPEG", quality=90), content_type="image/jpeg")
+    assert jpeg.status_code == 200, jpeg.get_json()  # decoded at 1/2 scale: 1.5 MP
+    png = client.post("/v1/detect", data=encode(photo), content_type="image/png")
+    assert png.status_code == 413 and png.get_json()["code"] == "too_many_pixels"
+
+
+def test_saturated_worker_sheds_load_with_503_and_retry_after(app) -> None:
+    """With every decode slot busy for longer than BUSY_TIMEOUT a request is answered 503 + Retry-After at
+    once, not queued. Here: one slot, no waiting, one thread decoding a large PNG while others arrive."""
+    app.config.update(BUSY_TIMEOUT=0.0)
+    big = encode(np.random.default_rng(0).integers(0, 255, (1800, 2400, 3), dtype=np.uint8))  # 13 MB
+    small = encode(make_image())
+    results: dict[str, int] = {}
+
+    def post_big() -> None:
+        results["big"] = app.test_client().post("/v1/detect", data=big, content_type="image/png").status_code
+
+    worker = threading.Thread(target=post_big)
+    worker.start()
+    shed = []
+    while worker.is_alive():
+        answer = app.test_client().post("/v1/detect", data=small, content_type="image/png")
+        if answer.status_code == 503:
+            shed.append(answer)
+    worker.join()
+    assert results["big"] == 200
+    assert shed, "no request was shed while the only decode slot was busy"
+    assert shed[0].get_json()["code"] == "server_busy" and shed[0].headers["Retry-After"] == "5"
+    assert app.test_client().post("/v1/detect", data=small, content_type="image/png").status_code == 200

@@ -54,6 +54,14 @@ def one_file(data: bytes, filename: str = "x.jpg", ctype: str = "image/jpeg") ->
     return form([("image", filename, data, ctype)])
 
 
+def flat_png(side: int) -> bytes:
+    """A grey side x side PNG: a few KB that decode to side^2 pixels."""
+    out = io.BytesIO()
+    Image.new("L", (side, side), 128).save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+PNG_6300 = flat_png(6300)
 FIFTY_MB = b"\xff\xd8\xff\xe0" + b"\0" * (50 * 1024 * 1024)
 
 CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
@@ -100,6 +108,9 @@ CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
                                  {"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"}, {413}),
     "12 MB file (chunked multipart)": ("/v1/detect", one_file(JPEG + b"\0" * (12 << 20))[0],
                                        {**one_file(b"")[1], "Transfer-Encoding": "chunked"}, {413}),
+    # 16 valid PNGs of 6300x6300 (635 MP, 6.4 s of CPU): over MAX_REQUEST_PIXELS, refused from the headers
+    "16 PNGs of 6300x6300": ("/v1/detect", *form([("image", f"{i}.png", PNG_6300, "image/png") for i in range(16)]),
+                             {413}),
     # limits gunicorn enforces before the app sees the request
     "10 KB request line": ("/v1/detect?pad=" + "a" * 10_000, PNG, {"Content-Type": "image/png"}, {414}),
     "20 KB header": ("/v1/detect", PNG, {"Content-Type": "image/png", "X-Pad": "a" * 20_000}, {431}),
