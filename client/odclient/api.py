@@ -125,6 +125,32 @@ def _upstream(error: tfserving.UpstreamError, model: str, version: int | None) -
     return ApiError(error.status, error.code, str(error), retry if error.status == 503 else None)
 
 
+def _predict_encoded(serving: tfserving.TFServingClient, name: str, data: bytes, model: str, version: int | None,
+                     fmt: str) -> tuple[tfserving.Detections, tuple[int, int]] | None:
+    """The upload sent as it is to the model's encoded-image signature (BYTES_SIGNATURE_NAME), when it needs
+    no decoding here (imaging.forwardable) and the model has that signature: (detections, (width, height)).
+    None: decode here (also when the model server cannot decode what Pillow can)."""
+    cfg = current_app.config
+    signature = cfg["BYTES_SIGNATURE_NAME"]
+    if not signature or fmt != "json":
+        return None
+    size = imaging.forwardable(data, name, cfg["MAX_IMAGE_PIXELS"], cfg["MAX_INPUT_SIDE"], cfg["MIN_INPUT_SIDE"])
+    if size is None:
+        return None
+    try:
+        if not serving.has_signature(model, signature):
+            return None
+        return serving.predict_encoded(data, model, version, signature), size
+    except tfserving.BadRequest as error:  # e.g. a PNG TensorFlow's decoder refuses: Pillow's turn
+        LOG.info("%s: %s could not decode it (%s); decoding in the client", name, signature, error)
+        return None
+    except tfserving.UpstreamError as error:
+        if error.grpc_code == "FAILED_PRECONDITION":  # a version without the signature took over
+            serving.forget_signature(model, signature)
+            return None
+        raise _upstream(error, model, version) from None
+
+
 @contextmanager
 def _decode_slot() -> Iterator[None]:
     """One of this worker's DECODE_SLOTS for the CPU-heavy part (decode, resize). When none frees up within
@@ -190,35 +216,46 @@ def detect() -> Response:
 
     served: dict[str, Any] = {}
     results = []
-    for index, (name, data) in enumerate(uploads):  # then decode one image at a time (bounded memory)
-        with _decode_slot():
-            t_decode = time.perf_counter()
-            image = imaging.decode(data, name, cfg["MAX_IMAGE_PIXELS"], decode_side)
-            decode_ms = (time.perf_counter() - t_decode) * 1000
-            t0 = time.perf_counter()
-            pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"], cfg["MIN_INPUT_SIDE"])
-            t1 = time.perf_counter()
-        try:
-            result = tfserving.client().predict(pixels, model, version, cfg["SIGNATURE_NAME"])
-        except tfserving.UpstreamError as error:
-            raise _upstream(error, model, version) from None
-        t2 = time.perf_counter()
+    serving = tfserving.client()
+    for index, (name, data) in enumerate(uploads):  # then one image at a time (bounded memory)
+        t0 = time.perf_counter()
+        decode_ms = preprocess_ms = 0.0
+        image: imaging.Decoded | None = None
+        forwarded = _predict_encoded(serving, name, data, model, version, fmt)
+        if forwarded is not None:
+            result, (width, height) = forwarded
+            signature = cfg["BYTES_SIGNATURE_NAME"]
+        else:
+            signature = cfg["SIGNATURE_NAME"]
+            with _decode_slot():
+                t_decode = time.perf_counter()
+                image = imaging.decode(data, name, cfg["MAX_IMAGE_PIXELS"], decode_side)
+                decode_ms = (time.perf_counter() - t_decode) * 1000
+                t_pre = time.perf_counter()
+                pixels = imaging.model_input(image.image, cfg["MAX_INPUT_SIDE"], cfg["MIN_INPUT_SIDE"])
+                preprocess_ms = (time.perf_counter() - t_pre) * 1000
+            width, height = image.width, image.height
+            try:
+                result = serving.predict(pixels, model, version, signature)
+            except tfserving.UpstreamError as error:
+                raise _upstream(error, model, version) from None
+        upstream_ms = (time.perf_counter() - t0) * 1000 - decode_ms - preprocess_ms
         metrics.IMAGES.inc()
-        served = {"name": result.model, "version": result.version, "signature": cfg["SIGNATURE_NAME"]}
-        dets = _detections(result, _labels().get(result.model, result.version), image.width, image.height,
-                           threshold, limit)
+        served = {"name": result.model, "version": result.version, "signature": signature}
+        dets = _detections(result, _labels().get(result.model, result.version), width, height, threshold, limit)
         if fmt == "jpeg":
+            assert image is not None  # format=jpeg is never forwarded: the drawing needs the pixels
             jpeg = imaging.draw(image.image, dets, cfg["JPEG_QUALITY"])
             response = Response(jpeg, mimetype="image/jpeg")
             response.headers["X-Model-Name"], response.headers["X-Model-Version"] = result.model, str(result.version)
             response.headers["X-Detections"] = str(len(dets))
             return response
         results.append({
-            "index": index, "filename": image.name, "width": image.width, "height": image.height,
+            "index": index, "filename": name, "width": width, "height": height,
             "model": {"name": result.model, "version": result.version},
             "detections": dets,
-            "timing_ms": {"decode": round(decode_ms, 2), "preprocess": round((t1 - t0) * 1000, 2),
-                          "upstream": round((t2 - t1) * 1000, 2), "total": round(decode_ms + (time.perf_counter() - t0) * 1000, 2)},
+            "timing_ms": {"decode": round(decode_ms, 2), "preprocess": round(preprocess_ms, 2),
+                          "upstream": round(upstream_ms, 2), "total": round((time.perf_counter() - t0) * 1000, 2)},
         })
     return jsonify(model=served, threshold=threshold, max_detections=limit, images=results,
                    timing_ms={"total": round((time.perf_counter() - start) * 1000, 2)})

@@ -60,6 +60,27 @@ def check(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> int:
     return -(-width // reduction) * -(-height // reduction)
 
 
+def forwardable(data: bytes, name: str, max_pixels: int, max_side: int, min_side: int) -> tuple[int, int] | None:
+    """(width, height) when the upload can go to the model server as it is (its encoded-image signature
+    decodes it): a plain RGB/grey/palette JPEG or PNG, no EXIF rotation, no resize needed. Else None: the
+    client decodes it (EXIF orientation, CMYK, 16-bit, GIF/WEBP/TIFF..., downscale or stretch)."""
+    image = _open(data, name, max_pixels)
+    try:
+        width, height = image.size
+        if (image.format not in ("JPEG", "PNG") or image.mode not in ("RGB", "L", "P")
+                or (max_side and max(width, height) > max_side) or min(width, height) < min_side):
+            return None
+        # EXIF: a JPEG's is in its header; a PNG's getexif() would decode every pixel, so any eXIf chunk
+        # seen before the pixel data sends it the slow way
+        rotated = (image.getexif().get(EXIF_ORIENTATION, 1) != 1 if image.format == "JPEG"
+                   else "exif" in image.info)
+        return None if rotated else (width, height)
+    except Exception:  # noqa: BLE001 - odd metadata: decode() gives the client its answer
+        return None
+    finally:
+        image.close()
+
+
 def _jpeg_reduction(image: Image.Image, max_side: int) -> int:
     """The DCT scale (1, 2, 4 or 8) of the draft decode below: the largest keeping the longer side >= max_side."""
     longest = max(image.size)

@@ -13,6 +13,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "TF_SERVING_ADDR": (str, "127.0.0.1:8500", "host:port of TF Serving's gRPC API"),
     "MODEL_NAME": (str, "detector", "default model (the `model` parameter picks another)"),
     "SIGNATURE_NAME": (str, "serving_default", "signature called by Predict"),
+    "BYTES_SIGNATURE_NAME": (str, "image_bytes", "signature taking encoded JPEG/PNG bytes, used when the model "
+                             "has it for uploads needing no client-side decode ('': never)"),
     "SERVING_DIR": (str, "output/serving", "TF Serving's model base dir, mounted read-only (label maps)"),
     "MAX_UPLOAD_MB": (float, 16.0, "request body cap (413 above it)"),
     "MAX_IMAGE_PIXELS": (int, 40_000_000, "decoded pixels cap per image (decompression-bomb guard, 413)"),

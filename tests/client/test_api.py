@@ -37,7 +37,8 @@ def test_detect_multipart_one_image(client) -> None:
     response = client.post("/v1/detect", data={"image": (io.BytesIO(PNG), "blobs.png")})
     assert response.status_code == 200, response.json
     body = response.json
-    assert body["model"] == {"name": "detector", "version": 1, "signature": "serving_default"}
+    # a plain PNG goes as it is to the model's encoded-image signature
+    assert body["model"] == {"name": "detector", "version": 1, "signature": "image_bytes"}
     assert len(body["images"]) == 1
     result = body["images"][0]
     assert result["filename"] == "blobs.png" and result["model"] == {"name": "detector", "version": 1}
@@ -253,7 +254,7 @@ def test_pixel_budget_per_request_counts_jpegs_at_their_draft_scale(app) -> None
 def test_saturated_worker_sheds_load_with_503_and_retry_after(app) -> None:
     """With every decode slot busy for longer than BUSY_TIMEOUT a request is answered 503 + Retry-After at
     once, not queued. Here: one slot, no waiting, one thread decoding a large PNG while others arrive."""
-    app.config.update(BUSY_TIMEOUT=0.0)
+    app.config.update(BUSY_TIMEOUT=0.0, BYTES_SIGNATURE_NAME="")  # every image decoded here
     big = encode(np.random.default_rng(0).integers(0, 255, (1800, 2400, 3), dtype=np.uint8))  # 13 MB
     small = encode(make_image())
     results: dict[str, int] = {}
@@ -273,3 +274,28 @@ def test_saturated_worker_sheds_load_with_503_and_retry_after(app) -> None:
     assert shed, "no request was shed while the only decode slot was busy"
     assert shed[0].get_json()["code"] == "server_busy" and shed[0].headers["Retry-After"] == "5"
     assert app.test_client().post("/v1/detect", data=small, content_type="image/png").status_code == 200
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_encoded_upload_forwarded_as_is_or_decoded_here_same_detections(app, fmt: str) -> None:
+    """The JPEG/PNG fast path (image_bytes, decoded by the model server) and the client's decode (uint8
+    tensor to serving_default) answer alike; EXIF-rotated uploads always take the client's decode."""
+    data = encode(IMAGE, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    client = app.test_client()
+    forwarded = client.post("/v1/detect", data=data, content_type="image/png").get_json()
+    assert forwarded["model"]["signature"] == "image_bytes"
+    assert forwarded["images"][0]["timing_ms"]["decode"] == 0
+    app.config["BYTES_SIGNATURE_NAME"] = ""
+    decoded = client.post("/v1/detect", data=data, content_type="image/png").get_json()
+    assert decoded["model"]["signature"] == "serving_default"
+    for a, b in zip(forwarded["images"][0]["detections"], decoded["images"][0]["detections"], strict=True):
+        assert a["label"] == b["label"] and a["box_px"] == b["box_px"] and a["score"] == pytest.approx(b["score"], abs=0.01)
+
+    app.config["BYTES_SIGNATURE_NAME"] = "image_bytes"
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(IMAGE).save(rotated, format="JPEG", exif=exif.tobytes())
+    answer = client.post("/v1/detect", data=rotated.getvalue(), content_type="image/jpeg").get_json()
+    assert answer["model"]["signature"] == "serving_default"
+    assert (answer["images"][0]["width"], answer["images"][0]["height"]) == (120, 160)

@@ -162,7 +162,10 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
 
     @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=BYTES_INPUT_KEY)])
     def serve_bytes(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
-        image = tf.io.decode_image(encoded[0], channels=3, expand_animations=False)
+        # JPEGs with the accurate integer DCT, as Pillow (the client's decoder) decodes them
+        image = tf.cond(tf.io.is_jpeg(encoded[0]),
+                        lambda: tf.io.decode_jpeg(encoded[0], channels=3, dct_method="INTEGER_ACCURATE"),
+                        lambda: tf.io.decode_image(encoded[0], channels=3, expand_animations=False))
         return serve(image[None])
 
     module = tf.Module()
