@@ -52,6 +52,8 @@ MAX_DETECTIONS = 10
 BYTES_SIGNATURE, BYTES_INPUT_KEY = "image_bytes", "encoded_image_string_tensor"
 #: The test model resizes its input so the longer side is FIXED_SIDE px (the result is unused, see _save_detector).
 FIXED_SIDE = 64
+#: Convolutions of the realistic variant (benchmarks): 320x320 input, 32-64 channels, ~30 ms on one core.
+REALISTIC_CONV_LAYERS = 4
 #: The label map shipped with each version as ``assets.extra/label_map.pbtxt`` (OD API text format).
 LABEL_MAP_PBTXT = "".join(f'item {{\n  id: {i}\n  name: "{n}"\n  display_name: "{n}"\n}}\n'
                           for i, n in enumerate(LABELS, start=1))
@@ -109,12 +111,23 @@ def expected_detections(image: np.ndarray) -> list[dict]:
     return sorted(found, key=lambda d: -d["score"])  # stable: ties keep class order, like the model
 
 
-def _save_detector(export_dir: Path, max_detections: int) -> None:
-    """Build and save the test model (needs TensorFlow; runs in the model server's interpreter)."""
+def _save_detector(export_dir: Path, max_detections: int, realistic: bool = False) -> None:
+    """Build and save the test model (needs TensorFlow; runs in the model server's interpreter). ``realistic``
+    adds the compute of a small real detector (input resized to 320x320, REALISTIC_CONV_LAYERS convolutions,
+    ~30 ms on one CPU core) whose result only adds 0: same answers, realistic cost (the benchmark's)."""
     import tensorflow as tf
 
     if max_detections < len(LABELS):
         raise ValueError(f"max_detections must be >= {len(LABELS)}")
+    rng = np.random.default_rng(0)
+    kernels = [tf.Variable(rng.normal(0, 0.1, (3, 3, 3 if i == 0 else 32 if i == 1 else 64, 32 if i == 0 else 64)),
+                           dtype=tf.float32) for i in range(REALISTIC_CONV_LAYERS if realistic else 0)]
+
+    def backbone_cost(image: tf.Tensor) -> tf.Tensor:
+        x = tf.image.resize(tf.cast(image, tf.float32)[None] / 255.0, [320, 320])
+        for i, kernel in enumerate(kernels):
+            x = tf.nn.relu(tf.nn.conv2d(x, kernel, 2 if i < 2 else 1, "SAME"))
+        return 0.0 * tf.reduce_sum(x)
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
     def serve(input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -145,6 +158,8 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
         probe = tf.cond(longest > 0, lambda: 0.0 * tf.reduce_sum(tf.image.resize(
             tf.cast(image, tf.float32), [height * FIXED_SIDE // longest, width * FIXED_SIDE // longest])),
             lambda: 0.0)
+        if kernels:
+            probe += tf.cond(longest > 0, lambda: backbone_cost(image), lambda: 0.0)
         scores_t = tf.stack(scores) + probe
         order = tf.argsort(scores_t, direction="DESCENDING", stable=True)
         num = tf.reduce_sum(tf.cast(scores_t > 0.0, tf.int32))
@@ -169,7 +184,7 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
         return serve(image[None])
 
     module = tf.Module()
-    module.serve, module.serve_bytes = serve, serve_bytes
+    module.serve, module.serve_bytes, module.kernels = serve, serve_bytes, kernels
     tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve.get_concrete_function(),
                                                              BYTES_SIGNATURE: serve_bytes.get_concrete_function()})
     extra = export_dir / "assets.extra"
@@ -193,11 +208,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def build_detector_saved_model(export_dir: Path, max_detections: int = MAX_DETECTIONS) -> Path:
-    """Write the test detector to ``export_dir`` (saved_model.pb, variables/, assets.extra/label_map.pbtxt)."""
+def build_detector_saved_model(export_dir: Path, max_detections: int = MAX_DETECTIONS, realistic: bool = False) -> Path:
+    """Write the test detector to ``export_dir`` (saved_model.pb, variables/, assets.extra/label_map.pbtxt);
+    ``realistic``: with a real detector's compute (see _save_detector)."""
     export_dir = Path(export_dir)
     subprocess.run([modelserver_python(), "-m", "tests.serving.model_factory", str(export_dir),
-                    "--max-detections", str(max_detections)], check=True, env=_env(), cwd=REPO_ROOT)
+                    "--max-detections", str(max_detections), *(["--realistic"] if realistic else [])],
+                   check=True, env=_env(), cwd=REPO_ROOT)
     return export_dir
 
 
@@ -286,5 +303,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Build odstack's test detector SavedModel.")
     parser.add_argument("export_dir", type=Path)
     parser.add_argument("--max-detections", type=int, default=MAX_DETECTIONS)
+    parser.add_argument("--realistic", action="store_true", help="add a small real detector's compute (~30 ms)")
     options = parser.parse_args()
-    _save_detector(options.export_dir, options.max_detections)
+    _save_detector(options.export_dir, options.max_detections, options.realistic)
