@@ -193,7 +193,10 @@ $(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
 .PHONY: serve serve-bg serve-down predict test-client bench-serving
 # RUNNER=local: the proxy (container_scripts/proxy.sh) runs when Debian's nginx is installed; without it
 # gunicorn faces clients itself, without the slow-client protection (a warning says so).
-serve_ports = CLIENT_PORT=$(CLIENT_PORT) CLIENT_UPSTREAM_PORT=$(CLIENT_UPSTREAM_PORT) \
+# docker: the model server's config for MODEL_NAME, from dockerfiles/serving/models.config (written for "detector")
+models_config = mkdir -p output/.serve && sed -e 's|"detector"|"$(MODEL_NAME)"|' -e 's|/models/detector"|/models/$(MODEL_NAME)"|' \
+  dockerfiles/serving/models.config > output/.serve/models.config
+serve_ports = ODSTACK_MODELS_CONFIG="$(CURDIR)/output/.serve/models.config" CLIENT_PORT=$(CLIENT_PORT) CLIENT_UPSTREAM_PORT=$(CLIENT_UPSTREAM_PORT) \
   SERVING_GRPC_PORT=$(SERVING_GRPC_PORT) SERVING_REST_PORT=$(SERVING_REST_PORT) MODEL_NAME=$(MODEL_NAME)
 local_modelserver = env PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m odstack.serving.modelserver \
   --port $(SERVING_GRPC_PORT) --rest_api_port $(SERVING_REST_PORT) --bind_address 127.0.0.1 --model_name $(MODEL_NAME) \
@@ -206,6 +209,7 @@ local_client_env = TF_SERVING_ADDR=127.0.0.1:$(SERVING_GRPC_PORT) MODEL_NAME=$(M
 
 serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client image-proxy) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn + nginx if installed) on 127.0.0.1:CLIENT_PORT
 ifeq ($(RUNNER),docker)
+	@$(models_config)
 	$(serve_ports) docker-compose $(COMPOSE_FILES) up -d --no-build
 	@echo "serve: http://127.0.0.1:$(CLIENT_PORT)/  (logs: docker-compose $(COMPOSE_FILES) logs -f; stop: make serve-down)"
 else
@@ -221,6 +225,7 @@ endif
 
 serve-bg: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client image-proxy) ## start the serving stack in the background and wait until the model is ready
 ifeq ($(RUNNER),docker)
+	@$(models_config)
 	$(serve_ports) docker-compose $(COMPOSE_FILES) up -d --no-build
 else
 	@$(MAKE) --no-print-directory serve-down RUNNER=local >/dev/null 2>&1 || true
