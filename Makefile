@@ -45,6 +45,9 @@ SERVING_REST_PORT ?= 8501 ## serve: model server REST (status, predict, metrics)
 MODEL_NAME ?= detector   ## export/serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
 COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.ci.yml (no registry)
 IMAGE ?=                 ## predict: image file(s)
+VIDEO ?=                 ## predict: a video file, a folder of images or an rtsp/http stream URL (annotated video + JSON Lines)
+FPS ?=                   ## predict VIDEO: frames sampled per second (default 2; 0: every frame)
+MAX_SECONDS ?=           ## predict VIDEO: stop after this much video (default 300 s)
 THRESHOLD ?=             ## predict: min score
 ANNOTATED ?=             ## predict: save the drawn JPEG here
 SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
@@ -248,10 +251,16 @@ else
 	@for p in output/.serve/*.pid; do [ -f "$$p" ] && kill "$$(cat $$p)" 2>/dev/null; rm -f "$$p"; done; true
 endif
 
-predict: ## send IMAGE=photo.jpg to the running client, print detections (ANNOTATED=out.jpg saves the drawing)
-	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg"; exit 1; }
+predict: $(if $(VIDEO),$(VENV)/client/.installed) ## send IMAGE=photo.jpg (or VIDEO=clip.mp4|folder|stream URL) to the running client, print detections (ANNOTATED=out.jpg|out.mp4 saves the drawing)
+ifneq ($(VIDEO),)
+	@$(VENV)/client/bin/python client/predict_video.py "$(VIDEO)" --url http://127.0.0.1:$(CLIENT_PORT) \
+	  $(if $(FPS),--fps $(FPS)) $(if $(MAX_SECONDS),--max-seconds $(MAX_SECONDS)) \
+	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--out $(ANNOTATED))
+else
+	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg or VIDEO=clip.mp4"; exit 1; }
 	@$(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
 	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--jpeg $(ANNOTATED))
+endif
 
 test-client: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## client tests: .venv/client runs pytest, the model server runs from .venv/modelserver
 	PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/client/bin/python -m pytest tests/client $(PYTEST_ARGS)

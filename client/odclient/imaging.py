@@ -126,6 +126,13 @@ def model_input(image: Image.Image, max_side: int, min_side: int = 0) -> np.ndar
 
 def draw(image: Image.Image, detections: list[dict[str, Any]], quality: int) -> bytes:
     """JPEG bytes of ``image`` with each detection's box and ``label score`` drawn."""
+    out = io.BytesIO()
+    draw_boxes(image, detections).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def draw_boxes(image: Image.Image, detections: list[dict[str, Any]]) -> Image.Image:
+    """A copy of ``image`` with each detection's box (``box_px``) and ``label score`` drawn."""
     canvas = image.copy()
     pen = ImageDraw.Draw(canvas)
     line = max(2, round(max(canvas.size) / 300))
@@ -140,6 +147,4 @@ def draw(image: Image.Image, detections: list[dict[str, Any]], quality: int) -> 
         y = y if y >= 0 else box["ymin"]
         pen.rectangle((x, y, x + text_w + 2 * line, y + text_h + 2 * line), fill=color)
         pen.text((x + line, y + line), text, fill="white", font=font)
-    out = io.BytesIO()
-    canvas.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return canvas
