@@ -14,7 +14,7 @@ from werkzeug.exceptions import BadRequest as WerkzeugBadRequest
 
 from odclient import imaging, metrics, tfserving
 from odclient.errors import ApiError, bad_request
-from odclient.labels import LabelMaps
+from odclient.labels import LabelMaps, model_threshold
 
 bp = Blueprint("api", __name__, url_prefix="/v1")
 
@@ -277,6 +277,8 @@ def models() -> Response:
         raise _upstream(error, name, None) from None
     latest = max(available) if available else None
     labels = _labels().get(name, latest) if latest is not None else {}
+    # the web page's default: the model's own threshold when its export recorded one
+    recorded = model_threshold(cfg["SERVING_DIR"], name, latest) if latest is not None else None
     return jsonify(models=[{
         "name": name,
         "default": name == cfg["MODEL_NAME"],
@@ -284,5 +286,6 @@ def models() -> Response:
         "versions": [{"version": v.version, "state": v.state, "error": v.error or None}
                      for v in sorted(versions, key=lambda v: v.version, reverse=True)],
         "labels": [{"id": i, "name": labels[i]} for i in sorted(labels)],
+        "default_threshold": cfg["DEFAULT_THRESHOLD"] if recorded is None else recorded,
         "signature": signature,
     }])
