@@ -44,10 +44,16 @@ CALIBRATION ?=           ## tflite: val images for int8 calibration (default 100
 CONFIG ?=                ## train TF=1: a TF1 pipeline.config to train with model_main.py
 ODAPI ?= 0               ## 1 = install the TF Object Detection API into the odapi and toco venvs/images (make venvs|images ODAPI=1); from GitHub unless ODAPI_ARCHIVE
 ODAPI_ARCHIVE ?=         ## a local .tar.gz of tensorflow/models (or its research/) at the pinned commit: the OD API without GitHub
-CLIENT_PORT ?= 8080      ## serve/predict: client port on 127.0.0.1
+CLIENT_PORT ?= 8080      ## serve/predict: the stack's port on 127.0.0.1 (the proxy; gunicorn itself without nginx)
+CLIENT_UPSTREAM_PORT ?= 8081 ## serve: gunicorn's port on 127.0.0.1 behind the proxy
+SERVING_GRPC_PORT ?= 8500 ## serve: model server gRPC port on 127.0.0.1
+SERVING_REST_PORT ?= 8501 ## serve: model server REST (status, predict, metrics) port on 127.0.0.1
 MODEL_NAME ?= detector   ## export/serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
 COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.ci.yml (no registry)
 IMAGE ?=                 ## predict: image file(s)
+VIDEO ?=                 ## predict: a video file, a folder of images or an rtsp/http stream URL (annotated video + JSON Lines)
+FPS ?=                   ## predict VIDEO: frames sampled per second (default 2; 0: every frame)
+MAX_SECONDS ?=           ## predict VIDEO: stop after this much video (default 300 s)
 THRESHOLD ?=             ## predict: min score
 ANNOTATED ?=             ## predict: save the drawn JPEG here
 SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
@@ -130,7 +136,7 @@ $(VENV)/%/.dev-installed: $(VENV)/%/.installed $(REQ)/dev.txt
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/dev.txt
 	@touch $@
 
-images: image-odapi image-toco image-tfjs image-modelserver image-client ## build every image (docker); one image: make image-<name>, e.g. image-odapi
+images: image-odapi image-toco image-tfjs image-modelserver image-client image-proxy ## build every image (docker); one image: make image-<name>, e.g. image-odapi
 
 .PHONY: image-%
 image-%:
@@ -207,32 +213,50 @@ $(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
 	@touch $@
 
 .PHONY: serve serve-bg serve-down predict test-client bench-serving
-serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn) on 127.0.0.1:CLIENT_PORT
+# RUNNER=local: the proxy (container_scripts/proxy.sh) runs when Debian's nginx is installed; without it
+# gunicorn faces clients itself, without the slow-client protection (a warning says so).
+# docker: the model server's config for MODEL_NAME, from dockerfiles/serving/models.config (written for "detector")
+models_config = mkdir -p output/.serve && sed -e 's|"detector"|"$(MODEL_NAME)"|' -e 's|/models/detector"|/models/$(MODEL_NAME)"|' \
+  dockerfiles/serving/models.config > output/.serve/models.config
+serve_ports = ODSTACK_MODELS_CONFIG="$(CURDIR)/output/.serve/models.config" CLIENT_PORT=$(CLIENT_PORT) CLIENT_UPSTREAM_PORT=$(CLIENT_UPSTREAM_PORT) \
+  SERVING_GRPC_PORT=$(SERVING_GRPC_PORT) SERVING_REST_PORT=$(SERVING_REST_PORT) MODEL_NAME=$(MODEL_NAME)
+local_modelserver = env PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m odstack.serving.modelserver \
+  --port $(SERVING_GRPC_PORT) --rest_api_port $(SERVING_REST_PORT) --bind_address 127.0.0.1 --model_name $(MODEL_NAME) \
+  --model_base_path output/serving/$(MODEL_NAME) --monitoring_config_file dockerfiles/serving/monitoring.config
+have_nginx = { command -v nginx || test -x /usr/sbin/nginx; } >/dev/null 2>&1
+no_nginx_warning = echo "serve: nginx not installed (apt-get install nginx-light): gunicorn faces clients itself, without the proxy's slow-client protection"
+local_proxy = env PATH="$$PATH:/usr/sbin" PROXY_LISTEN=127.0.0.1:$(CLIENT_PORT) PROXY_UPSTREAM=127.0.0.1:$(CLIENT_UPSTREAM_PORT) \
+  PROXY_RUN_DIR="$(CURDIR)/output/.serve/proxy" container_scripts/proxy.sh
+local_client_env = TF_SERVING_ADDR=127.0.0.1:$(SERVING_GRPC_PORT) MODEL_NAME=$(MODEL_NAME) SERVING_DIR=output/serving
+
+serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client image-proxy) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn + nginx if installed) on 127.0.0.1:CLIENT_PORT
 ifeq ($(RUNNER),docker)
-	CLIENT_PORT=$(CLIENT_PORT) MODEL_NAME=$(MODEL_NAME) docker-compose $(COMPOSE_FILES) up -d --no-build
+	@$(models_config)
+	$(serve_ports) docker-compose $(COMPOSE_FILES) up -d --no-build
 	@echo "serve: http://127.0.0.1:$(CLIENT_PORT)/  (logs: docker-compose $(COMPOSE_FILES) logs -f; stop: make serve-down)"
 else
 	@test -d output/serving/$(MODEL_NAME) || { echo "serve: output/serving/$(MODEL_NAME)/<version>/ missing (make export)"; exit 1; }
-	@echo "serve: development model server (127.0.0.1:8500) + client on http://127.0.0.1:$(CLIENT_PORT)/ (Ctrl-C stops both)"
-	@PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m odstack.serving.modelserver --port 8500 --rest_api_port 8501 \
-	  --bind_address 127.0.0.1 --model_name $(MODEL_NAME) --model_base_path output/serving/$(MODEL_NAME) \
-	  --monitoring_config_file dockerfiles/serving/monitoring.config & trap 'kill $$!' EXIT INT TERM; \
-	  BIND=127.0.0.1:$(CLIENT_PORT) TF_SERVING_ADDR=127.0.0.1:8500 MODEL_NAME=$(MODEL_NAME) SERVING_DIR=output/serving \
-	  $(call run_stage,client,client.sh,)
+	@mkdir -p output/.serve
+	@echo "serve: development model server (127.0.0.1:$(SERVING_GRPC_PORT)) + client on http://127.0.0.1:$(CLIENT_PORT)/ (Ctrl-C stops all)"
+	@$(local_modelserver) & pids=$$!; \
+	  if $(have_nginx); then $(local_proxy) & pids="$$pids $$!"; bind=$(CLIENT_UPSTREAM_PORT); \
+	  else $(no_nginx_warning); bind=$(CLIENT_PORT); fi; \
+	  trap 'kill $$pids' EXIT INT TERM; \
+	  BIND=127.0.0.1:$$bind $(local_client_env) $(call run_stage,client,client.sh,)
 endif
 
-serve-bg: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## start the serving stack in the background and wait until the model is ready
+serve-bg: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client image-proxy) ## start the serving stack in the background and wait until the model is ready
 ifeq ($(RUNNER),docker)
-	CLIENT_PORT=$(CLIENT_PORT) MODEL_NAME=$(MODEL_NAME) docker-compose $(COMPOSE_FILES) up -d --no-build
+	@$(models_config)
+	$(serve_ports) docker-compose $(COMPOSE_FILES) up -d --no-build
 else
 	@$(MAKE) --no-print-directory serve-down RUNNER=local >/dev/null 2>&1 || true
 	@mkdir -p output/.serve
-	@PYTHONPATH="$(CURDIR)" nohup $(VENV)/modelserver/bin/python -m odstack.serving.modelserver --port 8500 \
-	  --rest_api_port 8501 --bind_address 127.0.0.1 --model_name $(MODEL_NAME) --model_base_path output/serving/$(MODEL_NAME) \
-	  > output/.serve/modelserver.log 2>&1 & echo $$! > output/.serve/modelserver.pid
-	@BIND=127.0.0.1:$(CLIENT_PORT) TF_SERVING_ADDR=127.0.0.1:8500 MODEL_NAME=$(MODEL_NAME) SERVING_DIR=output/serving \
-	  PATH="$(CURDIR)/$(VENV)/client/bin:$$PATH" PYTHONPATH="$(CURDIR)/client" nohup container_scripts/client.sh \
-	  > output/.serve/client.log 2>&1 & echo $$! > output/.serve/client.pid
+	@nohup $(local_modelserver) > output/.serve/modelserver.log 2>&1 & echo $$! > output/.serve/modelserver.pid
+	@if $(have_nginx); then nohup $(local_proxy) > output/.serve/proxy.log 2>&1 & echo $$! > output/.serve/proxy.pid; \
+	  bind=$(CLIENT_UPSTREAM_PORT); else $(no_nginx_warning); bind=$(CLIENT_PORT); fi; \
+	  BIND=127.0.0.1:$$bind $(local_client_env) PATH="$(CURDIR)/$(VENV)/client/bin:$$PATH" PYTHONPATH="$(CURDIR)/client" \
+	  nohup container_scripts/client.sh > output/.serve/client.log 2>&1 & echo $$! > output/.serve/client.pid
 endif
 	@for i in $$(seq 1 120); do \
 	  python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$(CLIENT_PORT)/readyz', timeout=2)" 2>/dev/null \
@@ -246,10 +270,16 @@ else
 	@for p in output/.serve/*.pid; do [ -f "$$p" ] && kill "$$(cat $$p)" 2>/dev/null; rm -f "$$p"; done; true
 endif
 
-predict: ## send IMAGE=photo.jpg to the running client, print detections (ANNOTATED=out.jpg saves the drawing)
-	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg"; exit 1; }
+predict: $(if $(VIDEO),$(VENV)/client/.installed) ## send IMAGE=photo.jpg (or VIDEO=clip.mp4|folder|stream URL) to the running client, print detections (ANNOTATED=out.jpg|out.mp4 saves the drawing)
+ifneq ($(VIDEO),)
+	@$(VENV)/client/bin/python client/predict_video.py "$(VIDEO)" --url http://127.0.0.1:$(CLIENT_PORT) \
+	  $(if $(FPS),--fps $(FPS)) $(if $(MAX_SECONDS),--max-seconds $(MAX_SECONDS)) \
+	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--out $(ANNOTATED))
+else
+	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg or VIDEO=clip.mp4"; exit 1; }
 	@$(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
 	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--jpeg $(ANNOTATED))
+endif
 
 test-client: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## client tests: .venv/client runs pytest, the model server runs from .venv/modelserver
 	PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/client/bin/python -m pytest tests/client $(PYTEST_ARGS)

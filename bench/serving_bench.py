@@ -5,16 +5,21 @@
     python -m bench.serving_bench --soak 600 --concurrency 16     (on demand only: 10 minutes)
 
 Both paths hit the same development model server (odstack.serving.modelserver, from .venv/modelserver)
-serving the same model, one after the other, interleaved per repeat, at concurrency 1 and 8:
+serving the same model with the same signature, one after the other, interleaved per repeat, at
+concurrency 1 and 8:
 
-- ``direct``  a gRPC client's own work: PredictRequest from the decoded uint8 image, Predict over one
-              shared channel (tensor building counted, JPEG decoding not: a gRPC client sends pixels)
+- ``direct``  a gRPC client's own work: the PredictRequest (by default the JPEG as it is, for the model's
+              ``image_bytes`` signature; ``--signature serving_default``: the decoded uint8 image) and
+              Predict over one shared channel
 - ``rest``    ``POST /v1/detect`` with the JPEG as a multipart upload, keep-alive connection per thread,
-              through container_scripts/client.sh (gunicorn, WEB_CONCURRENCY x THREADS), which decodes,
-              calls Predict and answers JSON: everything a REST user pays for
+              through container_scripts/client.sh (gunicorn, WEB_CONCURRENCY x THREADS), which checks it,
+              forwards it (or decodes it, with ``serving_default``), calls Predict and answers JSON:
+              everything a REST user pays for
 
-By default the model is tests/serving/model_factory.py's test detector (built into a temporary serving
-directory); ``--serving-dir DIR --model NAME`` benchmarks an exported model instead (e.g. output/serving),
+By default two models are built into a temporary serving directory and served by one model server:
+``demo`` (tests/serving/model_factory.py's test detector, milliseconds) and ``realistic`` (the same with a
+small real detector's compute: 320 px, ~30 ms on one CPU core). ``--serving-dir DIR --model NAME``
+benchmarks an exported model instead (e.g. output/serving),
 ``--model-server HOST:PORT`` reuses a running server. Load generator, gunicorn and model server share
 the machine's cores, as they would on one host.
 
@@ -50,13 +55,14 @@ sys.path.insert(0, str(REPO / "client"))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+from tensorflow.core.framework import types_pb2  # noqa: E402
 from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc  # noqa: E402
 
 from bench.report import cpu_model, package_versions, update_section  # noqa: E402
 from odclient.tfserving import OUTPUT_KEYS, make_tensor  # noqa: E402
 from tests.client.support import Gunicorn, multipart  # noqa: E402
-from tests.serving.model_factory import (ModelServerProcess, add_version, build_detector_saved_model,  # noqa: E402
-                                         make_image)
+from tests.serving.model_factory import (BYTES_INPUT_KEY, BYTES_SIGNATURE, ModelServerProcess,  # noqa: E402
+                                         add_version, build_detector_saved_model, make_image)
 
 DEFAULT_JSON = REPO / "bench" / "results" / "serving.json"
 DEFAULT_SOAK_JSON = REPO / "bench" / "results" / "serving_soak.json"
@@ -130,15 +136,23 @@ def run_load(make_call: Callable[[], Callable[[], None]], concurrency: int, tota
     return load
 
 
-def direct_caller(address: str, channel: grpc.Channel, pixels: np.ndarray, model: str) -> Callable[[], Callable[[], None]]:
+def direct_caller(channel: grpc.Channel, jpeg: bytes, pixels: np.ndarray, model: str,
+                  signature: str) -> Callable[[], Callable[[], None]]:
+    """A gRPC client's own work for one image: the PredictRequest (the JPEG as it is for the encoded-image
+    signature, else the decoded pixels as a uint8 tensor) and Predict over one shared channel."""
     stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
 
     def make() -> Callable[[], None]:
         def call() -> None:
             req = predict_pb2.PredictRequest()
             req.model_spec.name = model
-            req.model_spec.signature_name = "serving_default"
-            req.inputs["input_tensor"].CopyFrom(make_tensor(pixels[np.newaxis]))
+            req.model_spec.signature_name = signature
+            if signature == BYTES_SIGNATURE:
+                req.inputs[BYTES_INPUT_KEY].dtype = types_pb2.DT_STRING
+                req.inputs[BYTES_INPUT_KEY].tensor_shape.dim.add(size=1)
+                req.inputs[BYTES_INPUT_KEY].string_val.append(jpeg)
+            else:
+                req.inputs["input_tensor"].CopyFrom(make_tensor(pixels[np.newaxis]))
             req.output_filter.extend(OUTPUT_KEYS)
             response = stub.Predict(req, timeout=30)
             if "detection_boxes" not in response.outputs:
@@ -147,7 +161,7 @@ def direct_caller(address: str, channel: grpc.Channel, pixels: np.ndarray, model
     return make
 
 
-def rest_caller(base: str, body: bytes, ctype: str) -> Callable[[], Callable[[], None]]:
+def rest_caller(base: str, body: bytes, ctype: str, model: str) -> Callable[[], Callable[[], None]]:
     host, port = base.rsplit(":", 1)
 
     def make() -> Callable[[], None]:
@@ -157,7 +171,7 @@ def rest_caller(base: str, body: bytes, ctype: str) -> Callable[[], Callable[[],
             connection = state.get("c") or http.client.HTTPConnection(host, int(port), timeout=30)
             state["c"] = connection
             try:
-                connection.request("POST", "/v1/detect", body=body, headers={"Content-Type": ctype})
+                connection.request("POST", f"/v1/detect?model={model}", body=body, headers={"Content-Type": ctype})
                 response = connection.getresponse()
                 payload = response.read()
             except Exception:
@@ -192,7 +206,7 @@ def machine_info() -> dict[str, Any]:
 class Stack:
     address: str
     gunicorn: Gunicorn
-    model: str
+    models: dict[str, str]  # label in the results -> served model name
     cleanup: list[Callable[[], None]]
 
     def close(self) -> None:
@@ -200,25 +214,39 @@ class Stack:
             step()
 
 
+#: The default models: the test detector (milliseconds) and its realistic variant (a small real detector's
+#: compute: 320 px input, ~30 ms on one CPU core); same answers, so the same checks hold for both.
+DEFAULT_MODELS = {"demo": ("detector", False), "realistic": ("detector_320", True)}
+
+
 def start_stack(args: argparse.Namespace, scratch: Path) -> Stack:
     cleanup: list[Callable[[], None]] = []
-    serving_dir, model = args.serving_dir, args.model
+    serving_dir = args.serving_dir
     if serving_dir is None:
-        saved = build_detector_saved_model(scratch / "saved_model")
         serving_dir = scratch / "serving"
-        add_version(serving_dir / model, 1, saved)
+        models = {label: name for label, (name, _) in DEFAULT_MODELS.items()}
+        for label, (name, realistic) in DEFAULT_MODELS.items():
+            add_version(serving_dir / name, 1, build_detector_saved_model(scratch / label, realistic=realistic))
+    else:
+        models = {args.model: args.model}
     address = args.model_server
     if address is None:
-        server = ModelServerProcess(["--model_name", model, "--model_base_path", str(Path(serving_dir) / model)],
-                                    log_path=scratch / "modelserver.log").start()
+        config = scratch / "models.config"
+        config.write_text("model_config_list {\n" + "".join(
+            f'  config {{ name: "{name}" base_path: "{Path(serving_dir).resolve() / name}" model_platform: "tensorflow" }}\n'
+            for name in models.values()) + "}\n", encoding="utf-8")
+        server = ModelServerProcess(["--model_config_file", str(config)], log_path=scratch / "modelserver.log").start()
         cleanup.append(server.stop)
-        server.wait_available(model, timeout=120)
+        for name in models.values():
+            server.wait_available(name, timeout=120)
         address = server.address
-    gunicorn = Gunicorn({"TF_SERVING_ADDR": address, "SERVING_DIR": str(serving_dir), "MODEL_NAME": model,
-                         "WEB_CONCURRENCY": str(args.workers), "THREADS": str(args.threads)},
-                        scratch / "gunicorn.log").start()
+    env = {"TF_SERVING_ADDR": address, "SERVING_DIR": str(serving_dir), "MODEL_NAME": next(iter(models.values())),
+           "WEB_CONCURRENCY": str(args.workers), "THREADS": str(args.threads)}
+    if args.signature != BYTES_SIGNATURE:
+        env["BYTES_SIGNATURE_NAME"] = ""  # the client decodes every upload: the uint8-tensor path
+    gunicorn = Gunicorn(env, scratch / "gunicorn.log").start()
     cleanup.append(gunicorn.stop)
-    return Stack(address, gunicorn, model, cleanup)
+    return Stack(address, gunicorn, models, cleanup)
 
 
 def bench_image(width: int, height: int) -> tuple[bytes, np.ndarray]:
@@ -229,12 +257,12 @@ def bench_image(width: int, height: int) -> tuple[bytes, np.ndarray]:
     return jpeg, np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
 
 
-def run_side_by_side(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
+def run_side_by_side(args: argparse.Namespace, stack: Stack, model: str) -> dict[str, Any]:
     jpeg, pixels = bench_image(args.width, args.height)
     body, ctype = multipart([("image", "bench.jpg", jpeg, "image/jpeg")])
     channel = grpc.insecure_channel(stack.address)
-    callers = {"direct": direct_caller(stack.address, channel, pixels, stack.model),
-               "rest": rest_caller(stack.gunicorn.base, body, ctype)}
+    callers = {"direct": direct_caller(channel, jpeg, pixels, model, args.signature),
+               "rest": rest_caller(stack.gunicorn.base, body, ctype, model)}
     for name, caller in callers.items():  # warm-up: connections, first-call paths, caches
         warm = run_load(caller, max(args.concurrency_levels), args.warmup)
         if warm.errors:
@@ -271,13 +299,14 @@ def run_side_by_side(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "errors": {"goal": "0 errors", "measured": sum(r["errors"] for r in results["runs"].values()),
                    "met": all(r["errors"] == 0 for r in results["runs"].values())}}
     results["image"] = {"width": args.width, "height": args.height, "jpeg_bytes": len(jpeg)}
+    results["model"] = model
     return results
 
 
 def run_soak(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     jpeg, _ = bench_image(args.width, args.height)
     body, ctype = multipart([("image", "bench.jpg", jpeg, "image/jpeg")])
-    caller = rest_caller(stack.gunicorn.base, body, ctype)
+    caller = rest_caller(stack.gunicorn.base, body, ctype, next(iter(stack.models.values())))
     run_load(caller, args.concurrency, args.warmup)
     assert stack.gunicorn.process is not None
     server_pid = None
@@ -321,34 +350,40 @@ def run_soak(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
 
 def render_section(results: dict[str, Any], soak: dict[str, Any] | None) -> str:
     m = results["machine"]
+    first = next(iter(results["models"].values()))
+    signature = results.get("signature", "serving_default")
+    sent = ("the JPEG as it is to the model's `image_bytes` signature (decoded by the model server)"
+            if signature == BYTES_SIGNATURE else "decoded pixels (uint8 tensor) to `serving_default`")
     lines = [
-        f"REST upload through gunicorn → gRPC vs a direct gRPC Predict, same development model server and model, "
-        f"side by side in one run on one machine ({m['cores']} cores, {m['cpu']}, Python {m['python']}, "
-        f"grpcio {m['versions'].get('grpcio', '?')}, gunicorn {m['versions'].get('gunicorn', '?')}; "
+        f"REST upload through gunicorn → gRPC vs a direct gRPC Predict with the same signature (both send {sent}), "
+        f"same development model server, side by side in one run on one machine ({m['cores']} cores, {m['cpu']}, "
+        f"Python {m['python']}, grpcio {m['versions'].get('grpcio', '?')}, gunicorn {m['versions'].get('gunicorn', '?')}; "
         f"1-minute load average {m['loadavg_before']} before, {m.get('loadavg_after', '?')} after), "
         f"measured {results['measured_at']}. "
-        f"Image: {results['image']['width']}x{results['image']['height']} JPEG ({results['image']['jpeg_bytes']:,} bytes), "
-        f"model: {results['model']}; gunicorn {results['gunicorn']['workers']} workers x {results['gunicorn']['threads']} threads; "
+        f"Image: {first['image']['width']}x{first['image']['height']} JPEG ({first['image']['jpeg_bytes']:,} bytes); "
+        f"gunicorn {results['gunicorn']['workers']} workers x {results['gunicorn']['threads']} threads; "
         f"{results['requests']} requests per cell x {results['repeat']} repeats, interleaved. Load generator, "
-        "gunicorn and model server share the cores.",
-        "",
-        "| path | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "gunicorn and model server share the cores. Models: `demo` is the test detector (milliseconds); "
+        "`realistic` adds a small real detector's compute (320 px input, four convolutions, ~25-30 ms on one core).",
     ]
-    for row in results["runs"].values():
-        label = "direct gRPC Predict" if row["path"] == "direct" else "REST upload → gunicorn → gRPC"
-        lines.append(f"| {label} | {row['concurrency']} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | "
-                     f"{row['p99_ms']:.2f} | {row['throughput_rps']:.1f} | {row['errors']} |")
-    lines += ["", "| concurrency | p50 overhead | p95 overhead | p50 added | throughput REST / direct |",
-              "| ---: | ---: | ---: | ---: | ---: |"]
-    for key, ratio in results["ratios"].items():
-        lines.append(f"| {key[1:]} | {ratio['p50_overhead']:+.1%} | {ratio['p95_overhead']:+.1%} | "
-                     f"{ratio['p50_added_ms']:+.2f} ms | {ratio['throughput_ratio']:.2f}x |")
-    lines += ["", "| goal | measured | met |", "| --- | ---: | :---: |"]
-    for key, goal in results["goals"].items():
-        measured = goal["measured"]
-        shown = {"p50_overhead": f"{measured:+.1%}", "throughput": f"{measured:.2f}x"}.get(key, str(measured))
-        lines.append(f"| {goal['goal']} | {shown} | {'met' if goal['met'] else '**not met**'} |")
+    for label, model in results["models"].items():
+        lines += ["", f"**{label}** (`{model['model']}`)", "",
+                  "| path | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for row in model["runs"].values():
+            path = "direct gRPC Predict" if row["path"] == "direct" else "REST upload → gunicorn → gRPC"
+            lines.append(f"| {path} | {row['concurrency']} | {row['p50_ms']:.2f} | {row['p95_ms']:.2f} | "
+                         f"{row['p99_ms']:.2f} | {row['throughput_rps']:.1f} | {row['errors']} |")
+        lines += ["", "| concurrency | p50 overhead | p95 overhead | p50 added | throughput REST / direct |",
+                  "| ---: | ---: | ---: | ---: | ---: |"]
+        for key, ratio in model["ratios"].items():
+            lines.append(f"| {key[1:]} | {ratio['p50_overhead']:+.1%} | {ratio['p95_overhead']:+.1%} | "
+                         f"{ratio['p50_added_ms']:+.2f} ms | {ratio['throughput_ratio']:.2f}x |")
+        lines += ["", "| goal | measured | met |", "| --- | ---: | :---: |"]
+        for key, goal in model["goals"].items():
+            measured = goal["measured"]
+            shown = {"p50_overhead": f"{measured:+.1%}", "throughput": f"{measured:.2f}x"}.get(key, str(measured))
+            lines.append(f"| {goal['goal']} | {shown} | {'met' if goal['met'] else '**not met**'} |")
     lines.append("")
     if soak:
         g = soak["rss_growth"]
@@ -374,15 +409,18 @@ def update_docs(path: Path, section: str) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="REST-through-gunicorn vs direct gRPC Predict, side by side.")
     p.add_argument("--requests", type=int, default=100, help="requests per path x concurrency x repeat")
-    p.add_argument("--repeat", type=int, default=5)
+    p.add_argument("--repeat", type=int, default=3)
     p.add_argument("--warmup", type=int, default=40)
     p.add_argument("--concurrency-levels", type=int, nargs="+", default=[1, 8])
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--workers", type=int, default=2, help="gunicorn WEB_CONCURRENCY")
     p.add_argument("--threads", type=int, default=4, help="gunicorn THREADS per worker")
-    p.add_argument("--model", default="detector")
-    p.add_argument("--serving-dir", type=Path, help="serve this model base dir (default: build the test detector)")
+    p.add_argument("--model", default="detector", help="with --serving-dir: the model to benchmark")
+    p.add_argument("--serving-dir", type=Path, help="serve this model base dir (default: build the demo and "
+                                                    "realistic test detectors)")
+    p.add_argument("--signature", default=BYTES_SIGNATURE, choices=[BYTES_SIGNATURE, "serving_default"],
+                   help="what both paths send: the JPEG to image_bytes (default) or pixels to serving_default")
     p.add_argument("--model-server", help="HOST:PORT of a running model server (default: start one)")
     p.add_argument("--soak", type=float, help="soak mode: seconds of REST load (not run by default)")
     p.add_argument("--concurrency", type=int, default=16, help="soak concurrency")
@@ -404,9 +442,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             results = {"measured_at": stamp, "machine": machine, **run_soak(args, stack)}
         else:
             out = args.json or DEFAULT_JSON
-            results = {"measured_at": stamp, "machine": machine, "model": stack.model,
+            results = {"measured_at": stamp, "machine": machine, "signature": args.signature,
                        "gunicorn": {"workers": args.workers, "threads": args.threads},
-                       "requests": args.requests, "repeat": args.repeat, **run_side_by_side(args, stack)}
+                       "requests": args.requests, "repeat": args.repeat,
+                       "models": {label: run_side_by_side(args, stack, name) for label, name in stack.models.items()}}
     finally:
         stack.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -16,6 +16,7 @@ import tempfile
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from gunicorn import util as _gunicorn_util  # noqa: E402
 from odclient import settings as _settings  # noqa: E402  (only settings: flask/grpc load in the workers)
 
 
@@ -47,6 +48,19 @@ proc_name = "odclient"
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 _metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="odclient-metrics-")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = _metrics_dir
+
+
+def _json_error(sock: Any, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn answers requests it cannot parse (414 URI too long, 431 headers, 400 framing) itself, with an
+    HTML page and no hook to change it: this replaces its writer so those answers are JSON like the app's."""
+    code = reason.lower().replace(" ", "_").replace("'", "")
+    body = json.dumps({"code": code, "message": f"{reason}: {mesg}" if mesg else reason}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin1")
+    _gunicorn_util.write_nonblock(sock, head + body)
+
+
+_gunicorn_util.write_error = _json_error  # read at call time by gunicorn's workers (workers/base.py)
 
 
 def on_starting(server: Any) -> None:

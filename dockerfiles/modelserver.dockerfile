@@ -12,6 +12,8 @@
 #   docker run --rm --network host -v "$PWD/output/serving:/models:ro" -e MODEL_NAME=detector \
 #     -e MODELSERVER_BIND_ADDRESS=127.0.0.1 odstack/modelserver:dev
 #   ... odstack/modelserver:dev --model_config_file=/models/models.config
+# It binds 127.0.0.1 unless told otherwise (MODELSERVER_BIND_ADDRESS=0.0.0.0 or --bind_address=0.0.0.0 for
+# published ports on a bridge network).
 # Unlike the other odstack images it has an ENTRYPOINT, so a compose override can swap the image and keep
 # the service's `command:`. The HEALTHCHECK is set in compose.
 

@@ -13,6 +13,8 @@
   ``checkpoint`` file beside checkpoints), read without importing TensorFlow.
 - ``MonitoringConfig``: TF Serving's tensorflow_serving/config/monitoring_config.proto (its Prometheus
   part), which tensorflow-serving-api does not ship; the development model server reads it.
+- ``PredictionLog``: TF Serving's warm-up record (a Predict request), written by export, where
+  tensorflow-serving-api is not installed.
 
 A private pool keeps them away from anything else in the process; protobuf does all encoding.
 """
@@ -87,9 +89,35 @@ def _monitoring_config_file() -> descriptor_pb2.FileDescriptorProto:
     return proto
 
 
+def _prediction_log_file() -> descriptor_pb2.FileDescriptorProto:
+    """TF Serving's PredictionLog (tensorflow_serving/apis/prediction_log.proto), only what a warm-up record
+    of a Predict call needs. ``PredictRequest.inputs`` values are TensorProto messages on the wire; here they
+    are declared as bytes (the same wire type), filled with ``TensorProto.SerializeToString()``, so TensorFlow's
+    schema need not be in this pool."""
+    proto = descriptor_pb2.FileDescriptorProto(name="odstack/prediction_log.proto", package="tensorflow.serving",
+                                               syntax="proto3")
+    spec = proto.message_type.add(name="ModelSpec")
+    _field(spec, "name", 1, _F.TYPE_STRING)
+    _field(spec, "signature_name", 3, _F.TYPE_STRING)
+    request = proto.message_type.add(name="PredictRequest")
+    _field(request, "model_spec", 1, _F.TYPE_MESSAGE, type_name=".tensorflow.serving.ModelSpec")
+    entry = request.nested_type.add(name="InputsEntry")
+    entry.options.map_entry = True
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_BYTES)
+    _field(request, "inputs", 2, _F.TYPE_MESSAGE, _F.LABEL_REPEATED,
+           type_name=".tensorflow.serving.PredictRequest.InputsEntry")
+    _field(proto.message_type.add(name="PredictLog"), "request", 1, _F.TYPE_MESSAGE,
+           type_name=".tensorflow.serving.PredictRequest")
+    _field(proto.message_type.add(name="PredictionLog"), "predict_log", 6, _F.TYPE_MESSAGE,
+           type_name=".tensorflow.serving.PredictLog")
+    return proto
+
+
 _POOL.Add(_example_file())
 _POOL.Add(_checkpoint_state_file())
 _POOL.Add(_monitoring_config_file())
+_POOL.Add(_prediction_log_file())
 for _file in _odapi_files():
     _POOL.Add(_file)
 
@@ -108,3 +136,4 @@ StringIntLabelMap = _message("object_detection.protos.StringIntLabelMap")
 TrainEvalPipelineConfig = _message("object_detection.protos.TrainEvalPipelineConfig")
 CheckpointState = _message("tensorflow.CheckpointState")
 MonitoringConfig = _message("tensorflow.serving.MonitoringConfig")
+PredictionLog = _message("tensorflow.serving.PredictionLog")

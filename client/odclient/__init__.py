@@ -5,6 +5,7 @@ Run it with gunicorn: ``gunicorn -c client/gunicorn_conf.py 'odclient:create_app
 """
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from flask import Flask
@@ -18,6 +19,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     from PIL import Image
 
     from odclient import api, errors, metrics, ops, settings, tfserving
+    from odclient.bodycap import ChunkedBodyCap
     from odclient.labels import LabelMaps
 
     app = Flask(__name__, static_folder="static", static_url_path="/static")
@@ -33,6 +35,7 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
     metrics.init_app(app)
     tfserving.init_app(app)
     app.extensions["odclient.labels"] = LabelMaps(app.config["SERVING_DIR"])
+    app.extensions["odclient.decode_slots"] = threading.BoundedSemaphore(max(1, app.config["DECODE_SLOTS"]))
     app.register_blueprint(api.bp)
     app.register_blueprint(ops.bp)
 
@@ -43,4 +46,5 @@ def create_app(test_config: dict[str, Any] | None = None) -> Flask:
                                     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'")
         return response
 
+    app.wsgi_app = ChunkedBodyCap(app.wsgi_app, app.config["MAX_CONTENT_LENGTH"])  # type: ignore[method-assign]
     return app

@@ -50,9 +50,43 @@ def _open(data: bytes, name: str, max_pixels: int) -> Image.Image:
     return image
 
 
-def check(data: bytes, name: str, max_pixels: int) -> None:
-    """Fail fast (before any inference) on what the header alone shows: empty, not an image, too large."""
-    _open(data, name, max_pixels).close()
+def check(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> int:
+    """Fail fast (before any inference) on what the header alone shows: empty, not an image, too large.
+    Returns the pixels :func:`decode` will produce (a large JPEG decodes at a reduced DCT scale)."""
+    image = _open(data, name, max_pixels)
+    width, height = image.size
+    reduction = _jpeg_reduction(image, max_side)
+    image.close()
+    return -(-width // reduction) * -(-height // reduction)
+
+
+def forwardable(data: bytes, name: str, max_pixels: int, max_side: int, min_side: int) -> tuple[int, int] | None:
+    """(width, height) when the upload can go to the model server as it is (its encoded-image signature
+    decodes it): a plain RGB/grey/palette JPEG or PNG, no EXIF rotation, no resize needed. Else None: the
+    client decodes it (EXIF orientation, CMYK, 16-bit, GIF/WEBP/TIFF..., downscale or stretch)."""
+    image = _open(data, name, max_pixels)
+    try:
+        width, height = image.size
+        if (image.format not in ("JPEG", "PNG") or image.mode not in ("RGB", "L", "P")
+                or (max_side and max(width, height) > max_side) or min(width, height) < min_side):
+            return None
+        # EXIF: a JPEG's is in its header; a PNG's getexif() would decode every pixel, so any eXIf chunk
+        # seen before the pixel data sends it the slow way
+        rotated = (image.getexif().get(EXIF_ORIENTATION, 1) != 1 if image.format == "JPEG"
+                   else "exif" in image.info)
+        return None if rotated else (width, height)
+    except Exception:  # noqa: BLE001 - odd metadata: decode() gives the client its answer
+        return None
+    finally:
+        image.close()
+
+
+def _jpeg_reduction(image: Image.Image, max_side: int) -> int:
+    """The DCT scale (1, 2, 4 or 8) of the draft decode below: the largest keeping the longer side >= max_side."""
+    longest = max(image.size)
+    if not max_side or image.format != "JPEG" or longest < 2 * max_side:
+        return 1
+    return next(r for r in (8, 4, 2, 1) if -(-longest // r) >= max_side)
 
 
 def decode(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> Decoded:
@@ -64,7 +98,7 @@ def decode(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> Decode
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
-            if max_side and image.format == "JPEG" and max(width, height) >= 2 * max_side:
+            if _jpeg_reduction(image, max_side) > 1:
                 scale = max_side / max(width, height)
                 image.draft("RGB", (max(1, round(width * scale)), max(1, round(height * scale))))
             orientation = image.getexif().get(EXIF_ORIENTATION, 1)
@@ -79,17 +113,26 @@ def decode(data: bytes, name: str, max_pixels: int, max_side: int = 0) -> Decode
     return Decoded(name, rgb, width, height)
 
 
-def model_input(image: Image.Image, max_side: int) -> np.ndarray:
-    """HxWx3 uint8, downscaled so the longer side is at most ``max_side`` (boxes are normalized)."""
-    if max_side and max(image.size) > max_side:
-        scale = max_side / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BILINEAR)
+def model_input(image: Image.Image, max_side: int, min_side: int = 0) -> np.ndarray:
+    """HxWx3 uint8, downscaled so the longer side is at most ``max_side``, and a side shorter than
+    ``min_side`` stretched to it: detectors resize to a fixed size inside the graph, where a 2000x1 image's
+    short side becomes 0 pixels and fails. Boxes are normalized, so they still fit the original image."""
+    scale = max_side / max(image.size) if max_side and max(image.size) > max_side else 1.0
+    size = tuple(max(1, round(side * scale), min_side) for side in image.size)
+    if size != image.size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
     return np.asarray(image, dtype=np.uint8)
 
 
 def draw(image: Image.Image, detections: list[dict[str, Any]], quality: int) -> bytes:
     """JPEG bytes of ``image`` with each detection's box and ``label score`` drawn."""
+    out = io.BytesIO()
+    draw_boxes(image, detections).save(out, format="JPEG", quality=quality)
+    return out.getvalue()
+
+
+def draw_boxes(image: Image.Image, detections: list[dict[str, Any]]) -> Image.Image:
+    """A copy of ``image`` with each detection's box (``box_px``) and ``label score`` drawn."""
     canvas = image.copy()
     pen = ImageDraw.Draw(canvas)
     line = max(2, round(max(canvas.size) / 300))
@@ -104,6 +147,4 @@ def draw(image: Image.Image, detections: list[dict[str, Any]], quality: int) -> 
         y = y if y >= 0 else box["ymin"]
         pen.rectangle((x, y, x + text_w + 2 * line, y + text_h + 2 * line), fill=color)
         pen.text((x + line, y + line), text, fill="white", font=font)
-    out = io.BytesIO()
-    canvas.save(out, format="JPEG", quality=quality)
-    return out.getvalue()
+    return canvas

@@ -7,6 +7,7 @@ is served, so maps are cached per (model, version); a missing map is looked up a
 """
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from pathlib import Path
@@ -15,6 +16,8 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 LOG = logging.getLogger("odclient")
 LABEL_MAP_PATH = "assets.extra/label_map.pbtxt"
+#: The score threshold chosen for the model at evaluation, when recorded: ``{"threshold": 0.42}``
+THRESHOLD_PATH = "assets.extra/threshold.json"
 
 
 def _label_map_class() -> type:
@@ -70,3 +73,19 @@ class LabelMaps:
         with self._lock:
             self._cache[key] = labels
         return labels
+
+
+def model_threshold(serving_dir: str | Path, model: str, version: int) -> float | None:
+    """The version's recorded score threshold (``THRESHOLD_PATH``), or None when it has none (or a bad one)."""
+    path = Path(serving_dir) / model / str(version) / THRESHOLD_PATH
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))["threshold"]
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        LOG.warning("threshold %s unreadable: %s", path, error)
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        LOG.warning("threshold %s: %r is not a number in [0, 1]", path, value)
+        return None
+    return float(value)

@@ -24,6 +24,8 @@ from odclient import metrics
 
 # The served model's contract (OD API export signature, DESIGN.md).
 INPUT_KEY = "input_tensor"
+BYTES_INPUT_KEY = "encoded_image_string_tensor"  # the encoded-image signature's input (make export, tfvision)
+SIGNATURE_TTL_S = 30.0
 BOXES, SCORES, CLASSES, NUM = "detection_boxes", "detection_scores", "detection_classes", "num_detections"
 OUTPUT_KEYS = (BOXES, SCORES, CLASSES, NUM)
 
@@ -134,6 +136,7 @@ class TFServingClient:
         self._channel: grpc.Channel | None = None
         self._predict: prediction_service_pb2_grpc.PredictionServiceStub | None = None
         self._models: model_service_pb2_grpc.ModelServiceStub | None = None
+        self._signatures: dict[tuple[str, str], tuple[bool, float]] = {}  # (model, signature) -> (has it, until)
 
     def _stubs(self) -> tuple[prediction_service_pb2_grpc.PredictionServiceStub, model_service_pb2_grpc.ModelServiceStub]:
         with self._lock:
@@ -174,12 +177,43 @@ class TFServingClient:
 
     def predict(self, image: np.ndarray, model: str, version: int | None, signature: str) -> Detections:
         """Run the detector on one HxWx3 uint8 image."""
+        return self._run_predict({INPUT_KEY: make_tensor(image[np.newaxis])}, model, version, signature)
+
+    def predict_encoded(self, encoded: bytes, model: str, version: int | None, signature: str) -> Detections:
+        """Run the detector's encoded-image signature on one JPEG/PNG as uploaded (the model server decodes)."""
+        tensor = tensor_pb2.TensorProto(dtype=types_pb2.DT_STRING, string_val=[encoded],
+                                        tensor_shape=tensor_shape_pb2.TensorShapeProto(
+                                            dim=[tensor_shape_pb2.TensorShapeProto.Dim(size=1)]))
+        return self._run_predict({BYTES_INPUT_KEY: tensor}, model, version, signature)
+
+    def has_signature(self, model: str, signature: str) -> bool:
+        """Whether the model's served version has ``signature`` (GetModelMetadata, cached SIGNATURE_TTL_S)."""
+        now = time.monotonic()
+        cached = self._signatures.get((model, signature))
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        try:
+            self.signature(model, signature)
+            found = True
+        except (NotFound, Unavailable, DeadlineExceeded):
+            raise
+        except UpstreamError:  # no such signature
+            found = False
+        self._signatures[(model, signature)] = (found, now + SIGNATURE_TTL_S)
+        return found
+
+    def forget_signature(self, model: str, signature: str) -> None:
+        self._signatures.pop((model, signature), None)
+
+    def _run_predict(self, inputs: dict[str, tensor_pb2.TensorProto], model: str, version: int | None,
+                 signature: str) -> Detections:
         request = predict_pb2.PredictRequest()
         request.model_spec.name = model
         request.model_spec.signature_name = signature
         if version is not None:
             request.model_spec.version.value = version
-        request.inputs[INPUT_KEY].CopyFrom(make_tensor(image[np.newaxis]))
+        for key, tensor in inputs.items():
+            request.inputs[key].CopyFrom(tensor)
         request.output_filter.extend(OUTPUT_KEYS)
         predict, _ = self._stubs()
         response = self._call("Predict", self.predict_timeout, lambda t: predict.Predict(request, timeout=t))

@@ -6,6 +6,7 @@ the same model published for TF Serving as ``output/serving/<model>/<version>/``
          detection_scores  float32 [1, N]     highest first; padding rows 0
          detection_classes float32 [1, N]     1-based label-map ids; padding rows 1.0 (as the OD API's)
          num_detections    float32 [1]        how many leading rows are real
+    image_bytes (tfvision): encoded_image_string_tensor string [1] (JPEG/PNG/GIF/BMP) -> the same outputs
 
 Engines:
 
@@ -31,7 +32,8 @@ A checkpoint that holds no trained weights (no checkpoint at all, or global step
 initial checkpoint of a run shorter than its checkpoint interval) is refused, never exported silently.
 
 Publishing: the SavedModel is copied to ``<serving_dir>/<model_name>/.tmp-<version>-<pid>`` with the label
-map in ``assets.extra/label_map.pbtxt``, then renamed to ``<version>`` (one atomic rename, so TF
+map in ``assets.extra/label_map.pbtxt`` and TF Serving's warm-up file (``assets.extra/tf_serving_warmup_requests``,
+odstack/export/warmup.py), then renamed to ``<version>`` (one atomic rename, so TF
 Serving never loads half a model); versions are integers, one more than the highest there.
 ``output/<run>/export.json`` records what was exported (checkpoint, step, NMS, image size, version):
 `make tflite` reads it to convert the same checkpoint with the same NMS.
@@ -50,6 +52,7 @@ from typing import Any, Callable
 
 from odstack.errors import ConfigError
 from odstack.export import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, ExportError, resolve_run, timed
+from odstack.export.warmup import write_warmup_requests
 from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
 from odstack.train.run import select_checkpoint
@@ -57,6 +60,8 @@ from odstack.train.run import select_checkpoint
 EXPORT_JSON = "export.json"
 SAVED_MODEL_DIR = "saved_model"
 LABEL_MAP_ASSET = Path("assets.extra") / "label_map.pbtxt"
+#: The second signature (tfvision exports): encoded image bytes, the OD API's encoded_image_string_tensor input
+BYTES_SIGNATURE_KEY, BYTES_INPUT_KEY = "image_bytes", "encoded_image_string_tensor"
 _PREFIX = "export"
 
 
@@ -130,7 +135,8 @@ def export(settings: ExportSettings) -> ExportResult:
     }
     serving = None
     if settings.publish:
-        serving = export_serving(saved_model, Path(settings.serving_dir), model_name, run.label_map)
+        serving = export_serving(saved_model, Path(settings.serving_dir), model_name, run.label_map,
+                                 record["image_size"])
         record["serving"] = {"model_name": model_name, "version": int(serving.name), "path": str(serving)}
     write_json(run.path / EXPORT_JSON, record)
     lines = [f"{_PREFIX}: done. SavedModel: {saved_model} (signature {SIGNATURE_KEY}: {INPUT_KEY} uint8 "
@@ -318,8 +324,19 @@ def adapt_to_od_api(garden_dir: Path, destination: Path, nms: Nms, tf=None) -> P
                 "num_detections": tf.reshape(tf.cast(count, tf.float32), [1]),
             }
 
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=BYTES_INPUT_KEY)])
+        def serve_bytes(self, encoded):
+            """The same detector on one encoded image (JPEG, PNG, GIF, BMP), decoded by the model server: the
+            client forwards an upload as it is (a few KB, not a 900 KB uint8 tensor for 640x480)."""
+            # JPEGs with the accurate integer DCT, as Pillow (the client's decoder) decodes them
+            image = tf.cond(tf.io.is_jpeg(encoded[0]),
+                            lambda: tf.io.decode_jpeg(encoded[0], channels=3, dct_method="INTEGER_ACCURATE"),
+                            lambda: tf.io.decode_image(encoded[0], channels=3, expand_animations=False))
+            return self.serve(image[tf.newaxis])
+
     module = ODAPISignature(tf.saved_model.load(str(garden_dir)))
-    tf.saved_model.save(module, str(destination), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
+    tf.saved_model.save(module, str(destination), signatures={SIGNATURE_KEY: module.serve.get_concrete_function(),
+                                                              BYTES_SIGNATURE_KEY: module.serve_bytes.get_concrete_function()})
     return destination
 
 
@@ -392,13 +409,25 @@ def check_signature(saved_model: Path, strict: bool = True) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ TF Serving
 
+def _bytes_signature(saved_model: Path) -> tuple[str, str] | None:
+    """(BYTES_SIGNATURE_KEY, BYTES_INPUT_KEY) when the SavedModel has the encoded-image signature."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel()
+    proto.ParseFromString((Path(saved_model) / "saved_model.pb").read_bytes())
+    signature = proto.meta_graphs[0].signature_def.get(BYTES_SIGNATURE_KEY)
+    return (BYTES_SIGNATURE_KEY, BYTES_INPUT_KEY) if signature and BYTES_INPUT_KEY in signature.inputs else None
+
+
 def _versions(base: Path) -> list[int]:
     return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit()) if base.exists() else []
 
 
 @timed(_PREFIX)
-def export_serving(saved_model: Path, serving_dir: Path, model_name: str, label_map: Path) -> Path:
-    """Publish ``saved_model`` as ``serving_dir/model_name/<next version>`` (copy aside, one rename)."""
+def export_serving(saved_model: Path, serving_dir: Path, model_name: str, label_map: Path,
+                   image_size: list[int] | None = None) -> Path:
+    """Publish ``saved_model`` as ``serving_dir/model_name/<next version>`` (copy aside, one rename), with the
+    label map and TF Serving's warm-up file (odstack/export/warmup.py) in its assets.extra."""
     base = Path(serving_dir) / model_name
     base.mkdir(parents=True, exist_ok=True)
     for attempt in range(20):
@@ -408,6 +437,7 @@ def export_serving(saved_model: Path, serving_dir: Path, model_name: str, label_
         shutil.copytree(saved_model, staging)
         (staging / LABEL_MAP_ASSET).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(label_map, staging / LABEL_MAP_ASSET)
+        write_warmup_requests(staging, model_name, image_size, import_tensorflow(), _bytes_signature(staging))
         target = base / str(version)
         try:
             if target.exists():  # another export took this number since we listed: try the next one

@@ -15,29 +15,39 @@ Same as TF Serving:
   ``--file_system_poll_wait_seconds`` (<= 0: once). Version policies are latest{num_versions} (the
   default, 1), all and specific, plus ``version_labels``. Versions change the way TF Serving's
   availability-preserving policy changes them: a new version loads before the old one unloads, and a
-  failed load leaves the old version serving. Loads retry ``--max_num_load_retries`` times.
+  failed load leaves the old version serving. A failed load shows at once as END with its error (TF Serving's
+  report) and is retried ``--max_num_load_retries`` times with a backoff (1, 2, 4 ... s, at most
+  ``--load_retry_interval_micros``) while other versions load; a deleted version is not retried.
+- Warm-up: ``<version>/assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog) is replayed
+  before the version becomes AVAILABLE, so it serves only once warm; a failing record fails the load
+  (``--enable_model_warmup=false`` skips it).
 - ``--model_config_file``: a ModelServerConfig text proto with ``model_config_list``, re-read every
   ``--model_config_file_poll_wait_seconds`` (> 0), so compose can mount one file for either server.
 - Status codes: NOT_FOUND for an unknown model, version or label; INVALID_ARGUMENT for bad inputs,
   dtypes, shapes or output_filter; FAILED_PRECONDITION for an unknown signature.
 - ``--rest_api_port``: ``GET /v1/models/<name>[/versions/<v>|/labels/<l>][/metadata]`` returns the same
-  JSON as TF Serving. Prometheus text is served at the ``--monitoring_config_file`` path.
+  JSON as TF Serving, and ``POST /v1/models/<name>[/versions/<v>|/labels/<l>]:predict`` takes TF Serving's
+  ``instances`` (row) or ``inputs`` (columnar) bodies with ``{"b64": ...}`` for bytes and answers
+  ``predictions`` / ``outputs``, errors as ``{"error": ...}``. Prometheus text is served at the
+  ``--monitoring_config_file`` path.
 - SIGTERM/SIGINT: stop accepting calls, let in-flight ones finish (5 s), exit 0.
 
 Different or missing:
 - gRPC answers at once and models load in the background (TF Serving opens its port only after the first
   load), so GetModelStatus can show LOADING. Predict on a configured model with no AVAILABLE version
   gets UNAVAILABLE: the same code a TF Serving client sees before the port opens.
-- Missing: Classify, Regress, MultiInference, HandleReloadConfigRequest, REST predict, batching, model
-  warmup, and platforms other than ``tensorflow``. Batching, warmup and other tuning flags are accepted
+- Missing: Classify, Regress, MultiInference, HandleReloadConfigRequest, batching, warm-up records other
+  than predict_log, and platforms other than ``tensorflow``. Batching and other tuning flags are accepted
   and ignored with a warning, so compose can pass TF Serving's command line.
-- Flags TF Serving lacks: ``--bind_address`` (default ``$MODELSERVER_BIND_ADDRESS`` or 0.0.0.0, which TF
-  Serving always binds) and
+- Flags TF Serving lacks: ``--bind_address`` (default ``$MODELSERVER_BIND_ADDRESS`` or 127.0.0.1; TF
+  Serving always binds 0.0.0.0) and
   ``--load_delay_seconds``, which holds each load in LOADING so tests can see the state.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
 import logging
 import os
@@ -60,7 +70,7 @@ from google.protobuf import json_format, text_format
 from tensorflow.core.framework import tensor_pb2, types_pb2
 from tensorflow.core.protobuf import error_codes_pb2, saved_model_pb2
 from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2, model_pb2, model_service_pb2_grpc,
-                                     predict_pb2, prediction_service_pb2_grpc)
+                                     predict_pb2, prediction_log_pb2, prediction_service_pb2_grpc)
 from tensorflow_serving.config import model_server_config_pb2
 
 from odstack import protos
@@ -69,12 +79,21 @@ LOGGER = logging.getLogger("odstack.serving")
 State = get_model_status_pb2.ModelVersionStatus
 DEFAULT_SIGNATURE = "serving_default"
 GRPC_CODE = {code.value[0]: code for code in grpc.StatusCode}
+# TF Serving's REST status for each gRPC code (its http_server.cc); anything else is 500
 HTTP_STATUS = {grpc.StatusCode.NOT_FOUND: 404, grpc.StatusCode.INVALID_ARGUMENT: 400,
-               grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.UNAVAILABLE: 503}
+               grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
+               grpc.StatusCode.UNAVAILABLE: 503, grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+               grpc.StatusCode.RESOURCE_EXHAUSTED: 429, grpc.StatusCode.UNIMPLEMENTED: 501,
+               grpc.StatusCode.CANCELLED: 499, grpc.StatusCode.PERMISSION_DENIED: 403,
+               grpc.StatusCode.UNAUTHENTICATED: 401, grpc.StatusCode.ALREADY_EXISTS: 409,
+               grpc.StatusCode.ABORTED: 409}
+MAX_REST_BODY = 1 << 30  # bytes of one REST predict body
 REQUEST_COUNT = ":tensorflow:serving:request_count"
 LOAD_ATTEMPTS = ":tensorflow:cc:saved_model:load_attempt_count"
+WARMUP_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
 # TF Serving flags accepted for command-line compatibility and ignored.
-IGNORED_FLAGS = ("enable_batching", "batching_parameters_file", "enable_model_warmup", "rest_api_num_threads",
+IGNORED_FLAGS = ("enable_batching", "batching_parameters_file", "rest_api_num_threads",
                  "rest_api_timeout_in_ms", "grpc_channel_arguments", "tensorflow_session_parallelism")
 
 
@@ -149,6 +168,8 @@ class Version:
     state: int = State.START
     error: tuple[int, str] = (error_codes_pb2.OK, "")
     aspired: bool = True
+    failures: int = 0       # failed load attempts since it was found
+    retry_at: float = 0.0   # time.monotonic() of the next attempt after a failure
     loaded: Any = None  # keeps the functions' variables alive while AVAILABLE
     functions: dict[str, Any] = field(default_factory=dict)
     signature_defs: get_model_metadata_pb2.SignatureDefMap | None = None
@@ -201,13 +222,15 @@ class ModelManager:
 
     def __init__(self, configs: list[model_server_config_pb2.ModelConfig], metrics: Metrics, *,
                  poll_seconds: float = 1.0, max_retries: int = 5, retry_seconds: float = 60.0,
-                 load_delay: float = 0.0, config_file: Path | None = None, config_poll_seconds: float = 0.0):
+                 load_delay: float = 0.0, config_file: Path | None = None, config_poll_seconds: float = 0.0,
+                 warmup: bool = True):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._models: dict[str, Model] = {}
         self._metrics = metrics
         self._poll, self._max_retries, self._retry = poll_seconds, max_retries, retry_seconds
         self._load_delay, self._config_file, self._config_poll = load_delay, config_file, config_poll_seconds
+        self._warmup = warmup
         self.set_configs(configs)
 
     def set_configs(self, configs: list[model_server_config_pb2.ModelConfig]) -> None:
@@ -252,6 +275,7 @@ class ModelManager:
                 was, version.aspired = version.aspired, number in wanted
                 if version.aspired and not was and version.state == State.END:  # back again: load anew
                     version.path, version.state, version.error = on_disk[number], State.START, (error_codes_pb2.OK, "")
+                    version.failures = 0
             for number in wanted - model.versions.keys():
                 model.versions[number] = Version(number, on_disk[number])
                 LOGGER.info("found servable version {name: %s version: %d} at %s",
@@ -271,7 +295,9 @@ class ModelManager:
                     target, action = retiring[0], self._unload
                     target.state = State.UNLOADING
                 else:
-                    new = [v for v in aspired if v.state == State.START]
+                    now = time.monotonic()
+                    new = [v for v in aspired if v.state == State.START or (
+                        v.state == State.END and 0 < v.failures <= self._max_retries and now >= v.retry_at)]
                     if not new:
                         return
                     target, action = new[-1], self._load
@@ -285,29 +311,33 @@ class ModelManager:
         LOGGER.info("unloaded servable version {name: %s version: %d}", name, version.number)
 
     def _load(self, name: str, version: Version) -> None:
+        """One load attempt (plus warm-up). A failure is reported at once, END with the error, as TF Serving
+        reports it; the version is tried again after a backoff (1, 2, 4 ... s, at most
+        --load_retry_interval_micros) while it is still on disk and aspired, and other versions load meanwhile."""
         LOGGER.info("loading servable version {name: %s version: %d}", name, version.number)
-        if self._load_delay and self._stop.wait(self._load_delay):
+        if version.failures == 0 and self._load_delay and self._stop.wait(self._load_delay):
             return
-        for attempt in range(self._max_retries + 1):
-            try:
-                loaded, functions, defs = load_saved_model(version.path)
-            except Exception as error:  # any load failure becomes the version's END status, like TF Serving
-                self._metrics.count(LOAD_ATTEMPTS, model_path=str(version.path), status="fail")
-                code = error.error_code if isinstance(error, tf.errors.OpError) else error_codes_pb2.UNKNOWN
-                message = f"{type(error).__name__}: {error}"
-                if attempt < self._max_retries and not self._stop.wait(self._retry):
-                    LOGGER.warning("loading %s version %d failed (%s); retrying", name, version.number, message)
-                    continue
-                with self._lock:
-                    version.state, version.error = State.END, (code, message)
-                LOGGER.error("loading servable version {name: %s version: %d} failed: %s", name, version.number,
-                             message)
-                return
-            break
+        try:
+            loaded, functions, defs = load_saved_model(version.path)
+            if self._warmup:
+                warm_up(Servable(name, version.number, functions, defs), version.path)
+        except Exception as error:  # any load failure becomes the version's END status, like TF Serving
+            self._metrics.count(LOAD_ATTEMPTS, model_path=str(version.path), status="fail")
+            code = error.error_code if isinstance(error, tf.errors.OpError) else error_codes_pb2.UNKNOWN
+            message = f"{type(error).__name__}: {error}" if not isinstance(error, ServingError) else error.message
+            with self._lock:
+                version.failures += 1
+                version.retry_at = time.monotonic() + min(self._retry, 2.0 ** (version.failures - 1))
+                version.state, version.error = State.END, (code, message)
+            retry = (f"; retry {version.failures} of {self._max_retries} in {version.retry_at - time.monotonic():.0f} s"
+                     if version.failures <= self._max_retries else "; no retries left")
+            LOGGER.error("loading servable version {name: %s version: %d} failed: %s%s", name, version.number,
+                         message, retry)
+            return
         self._metrics.count(LOAD_ATTEMPTS, model_path=str(version.path), status="success")
         with self._lock:
             version.loaded, version.functions, version.signature_defs = loaded, functions, defs
-            version.state = State.AVAILABLE
+            version.state, version.error, version.failures = State.AVAILABLE, (error_codes_pb2.OK, ""), 0
         LOGGER.info("successfully loaded servable version {name: %s version: %d}", name, version.number)
 
     def _label_version(self, model: Model | None, spec: model_pb2.ModelSpec) -> int | None:
@@ -382,8 +412,37 @@ def to_tensor_proto(value: tf.Tensor) -> tensor_pb2.TensorProto:
     return proto
 
 
+def warm_up(servable: Servable, path: Path) -> int:
+    """Replay ``assets.extra/tf_serving_warmup_requests`` (TFRecord of PredictionLog, TF Serving's format) on
+    a version before it is marked AVAILABLE: the first real requests then find its functions traced and
+    optimized. A failing record fails the load, as in TF Serving. Returns how many requests ran."""
+    warmup_file = path / WARMUP_FILE
+    if not warmup_file.is_file():
+        return 0
+    start, count = time.monotonic(), 0
+    for record in tf.data.TFRecordDataset(str(warmup_file)):
+        count += 1
+        if count > MAX_WARMUP_RECORDS:
+            raise ServingError(grpc.StatusCode.INVALID_ARGUMENT,
+                               f"{warmup_file}: more than {MAX_WARMUP_RECORDS} warm-up records")
+        log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+        if log.WhichOneof("log_type") != "predict_log":
+            raise ServingError(grpc.StatusCode.UNIMPLEMENTED, f"{warmup_file}: record {count} is a "
+                               f"{log.WhichOneof('log_type')}; this server replays predict_log records only")
+        try:
+            run_predict(servable, log.predict_log.request)
+        except ServingError as error:
+            raise ServingError(error.code, f"warm-up request {count} of {warmup_file} failed: {error.message}") from None
+    LOGGER.info("warm-up of {name: %s version: %d}: %d request(s) in %.1f s", servable.name, servable.version, count,
+                time.monotonic() - start)
+    return count
+
+
 def predict(manager: ModelManager, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
-    servable = manager.resolve(request.model_spec)
+    return run_predict(manager.resolve(request.model_spec), request)
+
+
+def run_predict(servable: Servable, request: predict_pb2.PredictRequest) -> predict_pb2.PredictResponse:
     signature_name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     signature = servable.signature_defs.signature_def.get(signature_name)
     function = servable.functions.get(signature_name)
@@ -476,9 +535,105 @@ class _Servicer(prediction_service_pb2_grpc.PredictionServiceServicer, model_ser
         return self._call(request.model_spec.name, context, lambda: self.manager.status(request.model_spec))
 
 
+def _invalid(message: str) -> ServingError:
+    return ServingError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _from_json(value: Any, info: Any, alias: str) -> tensor_pb2.TensorProto:
+    """A JSON value (nested lists; ``{"b64": ...}`` for bytes) as a tensor of the signature input's dtype."""
+    def unwrap(item: Any) -> Any:
+        if isinstance(item, dict):
+            if set(item) != {"b64"} or not isinstance(item["b64"], str):
+                raise _invalid(f"input {alias}: objects in tensor values must be {{\"b64\": <base64 string>}}")
+            try:
+                return base64.b64decode(item["b64"], validate=True)
+            except (binascii.Error, ValueError):
+                raise _invalid(f"input {alias}: invalid base64 in \"b64\"") from None
+        if isinstance(item, list):
+            return [unwrap(v) for v in item]
+        return item.encode() if isinstance(item, str) else item
+
+    dtype = tf.as_dtype(info.dtype)
+    try:
+        if dtype == tf.string:
+            array = np.array(unwrap(value), dtype=object)
+        else:
+            array = np.array(unwrap(value), dtype=dtype.as_numpy_dtype)
+        if dtype == tf.string and any(not isinstance(v, bytes) for v in array.ravel()):
+            raise ValueError("expected (nested lists of) strings or {\"b64\": ...}")
+        return tf.make_tensor_proto(array, dtype=dtype)
+    except (ValueError, TypeError, OverflowError) as error:
+        raise _invalid(f"input {alias}: cannot convert the JSON value to a {dtype.name} tensor "
+                       f"(ragged lists, or values of another type?): {error}") from None
+
+
+def _to_json(alias: str, array: np.ndarray) -> Any:
+    """A tensor as JSON: nested lists; bytes as ``{"b64": ...}`` when the alias ends in ``_bytes`` (TF
+    Serving's rule), else as UTF-8 text."""
+    if array.dtype == object:
+        def text(value: bytes) -> Any:
+            if alias.endswith("_bytes"):
+                return {"b64": base64.b64encode(value).decode()}
+            return value.decode("utf-8", errors="replace")
+        return np.vectorize(text, otypes=[object])(array).tolist() if array.size else array.tolist()
+    return array.tolist()
+
+
+def rest_predict(manager: ModelManager, spec: model_pb2.ModelSpec, body: Any) -> dict[str, Any]:
+    """TF Serving's REST predict: ``instances`` (row format) or ``inputs`` (columnar) -> PredictRequest ->
+    ``predictions`` or ``outputs``."""
+    if not isinstance(body, dict):
+        raise _invalid("JSON body must be an object with \"instances\" or \"inputs\"")
+    if ("instances" in body) == ("inputs" in body):
+        raise _invalid("JSON body must have exactly one of \"instances\" (row format) or \"inputs\" (columnar)")
+    signature_name = body.get("signature_name") or DEFAULT_SIGNATURE
+    if not isinstance(signature_name, str):
+        raise _invalid("\"signature_name\" must be a string")
+    spec.signature_name = signature_name
+    servable = manager.resolve(spec)
+    signature = servable.signature_defs.signature_def.get(signature_name)
+    if signature is None:
+        raise ServingError(grpc.StatusCode.FAILED_PRECONDITION, f'Serving signature key "{signature_name}" not found.')
+    names = sorted(signature.inputs)
+    row_format = "instances" in body
+    data = body["instances"] if row_format else body["inputs"]
+    named = isinstance(data, dict) and set(data) != {"b64"}
+    if row_format:
+        if not isinstance(data, list) or not data:
+            raise _invalid("\"instances\" must be a non-empty list")
+        named = all(isinstance(i, dict) and set(i) != {"b64"} for i in data)
+        if named:
+            keys = {frozenset(i) for i in data}
+            if len(keys) != 1:
+                raise _invalid("every instance must name the same inputs")
+            data = {key: [instance[key] for instance in data] for key in next(iter(keys))}
+    if not named:
+        if len(names) != 1:
+            raise _invalid(f"the signature has {len(names)} inputs ({', '.join(names)}): name them")
+        data = {names[0]: data}
+    request = predict_pb2.PredictRequest(model_spec=spec)
+    for alias, value in data.items():
+        if alias not in signature.inputs:
+            raise _invalid(f"input tensor alias not found in signature: {alias}. "
+                           f"Inputs expected to be in the set {{{','.join(names)}}}.")
+        request.inputs[alias].CopyFrom(_from_json(value, signature.inputs[alias], alias))
+    response = run_predict(servable, request)
+    outputs = {alias: tf.make_ndarray(tensor) for alias, tensor in sorted(response.outputs.items())}
+    if not row_format:
+        columns = {alias: _to_json(alias, array) for alias, array in outputs.items()}
+        return {"outputs": next(iter(columns.values())) if len(columns) == 1 else columns}
+    batch = len(body["instances"])
+    for alias, array in outputs.items():
+        if array.ndim == 0 or array.shape[0] != batch:
+            raise _invalid(f"output {alias} has batch size {array.shape[0] if array.ndim else 'none'}, not the "
+                           f"{batch} instance(s): use the columnar format (\"inputs\")")
+    rows = [{alias: _to_json(alias, array[i]) for alias, array in outputs.items()} for i in range(batch)]
+    return {"predictions": [next(iter(r.values())) for r in rows] if len(outputs) == 1 else rows}
+
+
 def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
                metrics_path: str | None) -> ThreadingHTTPServer:
-    """TF Serving's REST status/metadata routes (GET only) and the Prometheus endpoint, in a thread."""
+    """TF Serving's REST API (status, metadata, predict) and the Prometheus endpoint, in a thread."""
 
     class Handler(BaseHTTPRequestHandler):
         def _send(self, code: int, body: str, content_type: str = "application/json") -> None:
@@ -517,8 +672,32 @@ def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
             self._send(200, json.dumps(body, indent=1))
 
         def do_POST(self) -> None:  # noqa: N802
-            self._send(501, json.dumps({"error": "REST predict is not implemented by odstack's development "
-                                                 "model server; use gRPC (port --port)"}))
+            path = self.path.split("?", 1)[0]
+            match = re.fullmatch(r"/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(\w+)", path)
+            if not match:
+                return self._send(404, json.dumps({"error": f"Malformed request: POST {path}"}))
+            if match[4] != "predict":
+                return self._send(501, json.dumps({"error": f"{match[4]} is not implemented by odstack's "
+                                                            "development model server (predict is)"}))
+            spec = model_pb2.ModelSpec(name=unquote(match[1]))
+            if match[2]:
+                spec.version.value = int(match[2])
+            elif match[3]:
+                spec.version_label = unquote(match[3])
+            try:
+                length = int(self.headers.get("Content-Length") or -1)
+                if not 0 <= length <= MAX_REST_BODY:
+                    raise _invalid(f"a request body with a Content-Length of at most {MAX_REST_BODY} bytes is needed")
+                try:
+                    body = json.loads(self.rfile.read(length))
+                except (ValueError, RecursionError) as error:
+                    raise _invalid(f"JSON Parse error: {error}") from None
+                answer = rest_predict(manager, spec, body)
+            except ServingError as error:
+                metrics.count(REQUEST_COUNT, model_name=spec.name, status=error.code.name)
+                return self._send(HTTP_STATUS.get(error.code, 500), json.dumps({"error": error.message}))
+            metrics.count(REQUEST_COUNT, model_name=spec.name, status="OK")
+            self._send(200, json.dumps(answer))
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (BaseHTTPRequestHandler's name)
             LOGGER.debug("rest: " + format, *args)
@@ -535,8 +714,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "GetModelStatus) over <base_path>/<version>/saved_model.pb. Flag names are tensorflow_model_server's."))
     p.add_argument("--port", type=int, default=8500, help="gRPC port")
     p.add_argument("--rest_api_port", type=int, default=0, help="REST status/metadata/metrics port (0: off)")
-    p.add_argument("--bind_address", default=os.environ.get("MODELSERVER_BIND_ADDRESS", "0.0.0.0"),
-                   help="not in TF Serving, which binds 0.0.0.0 (default: $MODELSERVER_BIND_ADDRESS or 0.0.0.0)")
+    p.add_argument("--bind_address", default=os.environ.get("MODELSERVER_BIND_ADDRESS", "127.0.0.1"),
+                   help="not in TF Serving, which binds 0.0.0.0 (default: $MODELSERVER_BIND_ADDRESS or 127.0.0.1)")
     p.add_argument("--model_name", default="default", help="model name (without --model_config_file)")
     p.add_argument("--model_base_path", help="dir of <version>/saved_model.pb dirs (without --model_config_file)")
     p.add_argument("--model_config_file", type=Path, help="ModelServerConfig text proto (model_config_list)")
@@ -548,6 +727,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--grpc_max_threads", type=int, default=max(8, 4 * (os.cpu_count() or 1)))
     p.add_argument("--tensorflow_intra_op_parallelism", type=int, default=0)
     p.add_argument("--tensorflow_inter_op_parallelism", type=int, default=0)
+    p.add_argument("--enable_model_warmup", type=lambda v: v.lower() not in ("false", "0"), nargs="?", const=True,
+                   default=True, help="replay assets.extra/tf_serving_warmup_requests before AVAILABLE (default true)")
     p.add_argument("--load_delay_seconds", type=float, default=0, help="not in TF Serving: hold loads in LOADING")
     for name in IGNORED_FLAGS:
         p.add_argument(f"--{name}", nargs="?", const="true", help=argparse.SUPPRESS)
@@ -590,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
     manager = ModelManager(configs, metrics, poll_seconds=args.file_system_poll_wait_seconds,
                            max_retries=args.max_num_load_retries, retry_seconds=args.load_retry_interval_micros / 1e6,
                            load_delay=args.load_delay_seconds, config_file=args.model_config_file,
-                           config_poll_seconds=args.model_config_file_poll_wait_seconds)
+                           config_poll_seconds=args.model_config_file_poll_wait_seconds, warmup=args.enable_model_warmup)
     servicer = _Servicer(manager, metrics)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=args.grpc_max_threads, thread_name_prefix="grpc"),
                          options=[("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1),

@@ -35,12 +35,19 @@ class Answer:
 
 def request(base: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
             timeout: float = 30.0) -> Answer:
-    """One HTTP request to ``base`` (``127.0.0.1:PORT``); a server closing early still yields its answer."""
+    """One HTTP request to ``base`` (``127.0.0.1:PORT``); a server closing early still yields its answer.
+    With a ``Transfer-Encoding: chunked`` header the body is sent in 1 MB chunks (no Content-Length)."""
     host, port = base.rsplit(":", 1)
     connection = http.client.HTTPConnection(host, int(port), timeout=timeout)
+    headers = dict(headers or {})
+    chunked = headers.get("Transfer-Encoding", "").lower() == "chunked"
+    if chunked:
+        headers.pop("Transfer-Encoding")
+        data = body or b""
+        body = (data[i:i + (1 << 20)] for i in range(0, len(data), 1 << 20))  # type: ignore[assignment]
     try:
         try:
-            connection.request(method, path, body=body, headers=headers or {})
+            connection.request(method, path, body=body, headers=headers, encode_chunked=chunked)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered (e.g. 413) before reading the whole body; read that answer
         response = connection.getresponse()

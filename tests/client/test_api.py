@@ -4,14 +4,15 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.client.support import encode
-from tests.serving.model_factory import LABELS, expected_detections, make_image
+from tests.client.support import encode, multipart
+from tests.serving.model_factory import LABELS, Blob, expected_detections, make_image
 
 IMAGE = make_image()  # 120x160, red 1.0 / green 0.8 / blue 0.4
 PNG = encode(IMAGE)
@@ -36,7 +37,8 @@ def test_detect_multipart_one_image(client) -> None:
     response = client.post("/v1/detect", data={"image": (io.BytesIO(PNG), "blobs.png")})
     assert response.status_code == 200, response.json
     body = response.json
-    assert body["model"] == {"name": "detector", "version": 1, "signature": "serving_default"}
+    # a plain PNG goes as it is to the model's encoded-image signature
+    assert body["model"] == {"name": "detector", "version": 1, "signature": "image_bytes"}
     assert len(body["images"]) == 1
     result = body["images"][0]
     assert result["filename"] == "blobs.png" and result["model"] == {"name": "detector", "version": 1}
@@ -214,3 +216,86 @@ def test_large_photo_decoded_at_reduced_scale_keeps_full_size_boxes(client) -> N
                                                               abs=12)
     drawn = client.post("/v1/detect?format=jpeg", data=jpeg, content_type="image/jpeg")
     assert Image.open(io.BytesIO(drawn.data)).size == (4000, 3000)
+
+
+def test_model_refusal_is_422_without_tensorflow_internals(app) -> None:
+    """With the stretching turned off, the test detector refuses a 2000x1 image inside its graph, with
+    TensorFlow's message (node and function names): the answer says it plainly; the log keeps the details."""
+    app.config["MIN_INPUT_SIDE"] = 0
+    thin = encode(make_image(1, 2000, ()))
+    answer = app.test_client().post("/v1/detect", data=thin, content_type="image/png")
+    assert answer.status_code == 422, answer.get_json()
+    body = answer.get_json()
+    assert body["code"] == "rejected_by_model" and "could not process" in body["message"]
+    assert not any(marker in body["message"] for marker in ("Op:", "__inference", "node", "while/"))
+
+
+def test_pixel_budget_per_request_counts_jpegs_at_their_draft_scale(app) -> None:
+    """MAX_REQUEST_PIXELS bounds the decoding work of one request (16 PNGs of 6300x6300 cost 6.4 s of CPU);
+    a large JPEG counts at the reduced DCT scale it is decoded at."""
+    app.config["MAX_REQUEST_PIXELS"] = 100_000
+    client = app.test_client()
+    small = encode(make_image())  # 160x120 = 19200 pixels
+    five, five_type = multipart([("image", f"{i}.png", small, "image/png") for i in range(5)])
+    six, six_type = multipart([("image", f"{i}.png", small, "image/png") for i in range(6)])
+    assert client.post("/v1/detect", data=five, content_type=five_type).status_code == 200
+    answer = client.post("/v1/detect", data=six, content_type=six_type)
+    assert answer.status_code == 413 and answer.get_json()["code"] == "too_many_pixels"
+    assert "MAX_REQUEST_PIXELS=100000" in answer.get_json()["message"]
+
+    app.config["MAX_REQUEST_PIXELS"] = 2_000_000
+    photo = make_image(2000, 3000, [Blob("red", 100, 200, 900, 1400)])  # 6 MP
+    jpeg = client.post("/v1/detect", data=encode(photo, "JPEG", quality=90), content_type="image/jpeg")
+    assert jpeg.status_code == 200, jpeg.get_json()  # decoded at 1/2 scale: 1.5 MP
+    png = client.post("/v1/detect", data=encode(photo), content_type="image/png")
+    assert png.status_code == 413 and png.get_json()["code"] == "too_many_pixels"
+
+
+def test_saturated_worker_sheds_load_with_503_and_retry_after(app) -> None:
+    """With every decode slot busy for longer than BUSY_TIMEOUT a request is answered 503 + Retry-After,
+    not queued without bound. The slot is held here the way a request decoding a large image holds it."""
+    app.config.update(BUSY_TIMEOUT=0.2, BYTES_SIGNATURE_NAME="")  # every image decoded here
+    small = encode(make_image())
+    slots = app.extensions["odclient.decode_slots"]
+    assert slots.acquire(timeout=5)
+    try:
+        answer = app.test_client().post("/v1/detect", data=small, content_type="image/png")
+    finally:
+        slots.release()
+    assert answer.status_code == 503 and answer.get_json()["code"] == "server_busy"
+    assert answer.headers["Retry-After"] == "5"
+    assert app.test_client().post("/v1/detect", data=small, content_type="image/png").status_code == 200
+    # a request that gets the slot within BUSY_TIMEOUT is served, not shed
+    assert slots.acquire(timeout=5)
+    releaser = threading.Timer(0.05, slots.release)
+    releaser.start()
+    try:
+        assert app.test_client().post("/v1/detect", data=small, content_type="image/png").status_code == 200
+    finally:
+        releaser.join()
+
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_encoded_upload_forwarded_as_is_or_decoded_here_same_detections(app, fmt: str) -> None:
+    """The JPEG/PNG fast path (image_bytes, decoded by the model server) and the client's decode (uint8
+    tensor to serving_default) answer alike; EXIF-rotated uploads always take the client's decode."""
+    data = encode(IMAGE, fmt, **({"quality": 95} if fmt == "JPEG" else {}))
+    client = app.test_client()
+    forwarded = client.post("/v1/detect", data=data, content_type="image/png").get_json()
+    assert forwarded["model"]["signature"] == "image_bytes"
+    assert forwarded["images"][0]["timing_ms"]["decode"] == 0
+    app.config["BYTES_SIGNATURE_NAME"] = ""
+    decoded = client.post("/v1/detect", data=data, content_type="image/png").get_json()
+    assert decoded["model"]["signature"] == "serving_default"
+    for a, b in zip(forwarded["images"][0]["detections"], decoded["images"][0]["detections"], strict=True):
+        assert a["label"] == b["label"] and a["box_px"] == b["box_px"] and a["score"] == pytest.approx(b["score"], abs=0.01)
+
+    app.config["BYTES_SIGNATURE_NAME"] = "image_bytes"
+    rotated = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(IMAGE).save(rotated, format="JPEG", exif=exif.tobytes())
+    answer = client.post("/v1/detect", data=rotated.getvalue(), content_type="image/jpeg").get_json()
+    assert answer["model"]["signature"] == "serving_default"
+    assert (answer["images"][0]["width"], answer["images"][0]["height"]) == (120, 160)

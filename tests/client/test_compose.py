@@ -3,7 +3,7 @@ odstack/modelserver image standing in for tensorflow/serving), a fixture image P
 127.0.0.1 port, detections checked, stack torn down.
 
 Only with ODSTACK_DOCKER_TESTS=1, a Docker engine and the images built (make image-client image-modelserver
-BASE_IMAGE=odstack/base:bookworm). Ports are free ones; the serving directory is a temporary one
+image-proxy BASE_IMAGE=odstack/base:bookworm). Ports are free ones; the serving directory is a temporary one
 (ODSTACK_SERVING_DIR), so output/serving is not touched and nothing else on the host is disturbed.
 """
 from __future__ import annotations
@@ -25,7 +25,7 @@ from tests.serving.model_factory import REPO_ROOT, add_version, expected_detecti
 pytestmark = pytest.mark.skipif(os.environ.get("ODSTACK_DOCKER_TESTS") != "1",
                                 reason="compose stack test: set ODSTACK_DOCKER_TESTS=1 (needs Docker + built images)")
 DOCKER = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
-IMAGES = ("odstack/client:dev", "odstack/modelserver:dev")
+IMAGES = ("odstack/client:dev", "odstack/modelserver:dev", "odstack/proxy:dev")
 
 
 def compose(env: dict[str, str], project: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -41,7 +41,7 @@ def stack(detector_saved_model: Path) -> Iterator[str]:
         pytest.skip("no Docker engine (bash scripts/docker/start_dockerd.sh)")
     missing = [i for i in IMAGES if subprocess.run([DOCKER, "image", "inspect", i], capture_output=True).returncode]
     if missing:
-        pytest.skip(f"images not built: {', '.join(missing)} (make image-client image-modelserver)")
+        pytest.skip(f"images not built: {', '.join(missing)} (make image-client image-modelserver image-proxy)")
 
     # world-readable copy: the containers run as other uids than the test
     root = Path(tempfile.mkdtemp(prefix="odstack-compose-"))
@@ -49,6 +49,7 @@ def stack(detector_saved_model: Path) -> Iterator[str]:
     subprocess.run(["chmod", "-R", "a+rX", str(root)], check=True)
     client_port = free_port()
     env = dict(os.environ, ODSTACK_SERVING_DIR=str(root / "serving"), CLIENT_PORT=str(client_port),
+               CLIENT_UPSTREAM_PORT=str(free_port()),
                SERVING_GRPC_PORT=str(free_port()), SERVING_REST_PORT=str(free_port()), MODEL_NAME="detector",
                TAG="dev", IMAGE_PREFIX="odstack")
     project = f"odstack-test-{uuid.uuid4().hex[:8]}"

@@ -15,10 +15,13 @@ import pytest
 from PIL import Image
 
 from tests.client.support import encode, multipart, request
-from tests.serving.model_factory import REPO_ROOT, make_image
+from tests.serving.model_factory import REPO_ROOT, Blob, make_image
 
 PNG = encode(make_image())
 JPEG = encode(make_image(), "JPEG", quality=95)
+PNG_B64 = base64.b64encode(PNG)
+#: TensorFlow internals that must never reach an answer (node names, function names)
+TF_INTERNALS = ("Op:", "__inference", "while/", "[[{{node")
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -51,6 +54,14 @@ def one_file(data: bytes, filename: str = "x.jpg", ctype: str = "image/jpeg") ->
     return form([("image", filename, data, ctype)])
 
 
+def flat_png(side: int) -> bytes:
+    """A grey side x side PNG: a few KB that decode to side^2 pixels."""
+    out = io.BytesIO()
+    Image.new("L", (side, side), 128).save(out, format="PNG", compress_level=9)
+    return out.getvalue()
+
+
+PNG_6300 = flat_png(6300)
 FIFTY_MB = b"\xff\xd8\xff\xe0" + b"\0" * (50 * 1024 * 1024)
 
 CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
@@ -82,6 +93,28 @@ CORPUS: dict[str, tuple[str, bytes, dict[str, str], set[int]]] = {
     "json base64 of text": ("/v1/detect", json.dumps({"image": base64.b64encode(b"hi").decode()}).encode(),
                             {"Content-Type": "application/json"}, {415}),
     "too many files": ("/v1/detect", *form([("image", f"{i}.png", PNG, "image/png") for i in range(17)]), {400}),
+    "json nested 5000 deep": ("/v1/detect", b'{"image": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+                              {"Content-Type": "application/json"}, {400}),
+    "json max_detections Infinity": ("/v1/detect", b'{"image": "%s", "max_detections": Infinity}' % PNG_B64,
+                                     {"Content-Type": "application/json"}, {400}),
+    "json version 1e400": ("/v1/detect", b'{"image": "%s", "version": 1e400}' % PNG_B64,
+                           {"Content-Type": "application/json"}, {400}),
+    "json threshold NaN": ("/v1/detect", b'{"image": "%s", "threshold": NaN}' % PNG_B64,
+                           {"Content-Type": "application/json"}, {400}),
+    # over the cap (MAX_UPLOAD_MB=8) without a Content-Length: 413 too, never a truncated body processed
+    "jpeg + 12 MB (chunked)": ("/v1/detect", JPEG + b"\0" * (12 << 20),
+                               {"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"}, {413}),
+    "12 MB of zeros (chunked)": ("/v1/detect", b"\0" * (12 << 20),
+                                 {"Content-Type": "image/jpeg", "Transfer-Encoding": "chunked"}, {413}),
+    "12 MB file (chunked multipart)": ("/v1/detect", one_file(JPEG + b"\0" * (12 << 20))[0],
+                                       {**one_file(b"")[1], "Transfer-Encoding": "chunked"}, {413}),
+    # 16 valid PNGs of 6300x6300 (635 MP, 6.4 s of CPU): over MAX_REQUEST_PIXELS, refused from the headers
+    "16 PNGs of 6300x6300": ("/v1/detect", *form([("image", f"{i}.png", PNG_6300, "image/png") for i in range(16)]),
+                             {413}),
+    # limits gunicorn enforces before the app sees the request
+    "10 KB request line": ("/v1/detect?pad=" + "a" * 10_000, PNG, {"Content-Type": "image/png"}, {414}),
+    "20 KB header": ("/v1/detect", PNG, {"Content-Type": "image/png", "X-Pad": "a" * 20_000}, {431}),
+    "200 headers": ("/v1/detect", PNG, {"Content-Type": "image/png", **{f"X-Pad-{i}": "a" for i in range(200)}}, {431}),
     "bad threshold": ("/v1/detect?threshold=-1", PNG, {"Content-Type": "image/png"}, {400}),
     "huge max_detections": ("/v1/detect?max_detections=99999999999999999999", PNG, {"Content-Type": "image/png"}, {400}),
 }
@@ -102,6 +135,8 @@ def test_malformed_corpus_never_5xx_and_no_worker_dies(gunicorn) -> None:
             body_json = answer.json()
             if set(body_json) != {"code", "message"} or "Traceback" in answer.body.decode():
                 problem = f"body {body_json}"
+            elif any(marker in body_json["message"] for marker in TF_INTERNALS):
+                problem = f"TensorFlow internals in {body_json['message']!r}"
         if problem:
             failures.append(f"{name}: {problem}: {answer.body[:200]!r}")
     assert not failures, "\n".join(failures)
@@ -109,6 +144,19 @@ def test_malformed_corpus_never_5xx_and_no_worker_dies(gunicorn) -> None:
     assert request(gunicorn.base, "GET", "/healthz").status == 200
     log = gunicorn.log()
     assert "Traceback" not in log and "WORKER TIMEOUT" not in log, log[-3000:]
+
+
+@pytest.mark.parametrize("width, height", [(1024, 3), (2000, 1), (1, 10000), (5000, 4)])
+def test_thin_images_are_detected(gunicorn, width: int, height: int) -> None:
+    """Valid images with a very thin side: the test detector, like real ones, resizes its input to a fixed
+    size inside the graph, which fails for them; the client stretches that side so the model runs."""
+    red = make_image(height, width, [Blob("red", 0, 0, height, width)])
+    answer = request(gunicorn.base, "POST", "/v1/detect", encode(red), {"Content-Type": "image/png"})
+    assert answer.status == 200, answer.body[:300]
+    image = answer.json()["images"][0]
+    assert (image["width"], image["height"]) == (width, height)
+    [found] = image["detections"]
+    assert found["label"] == "red" and found["box_px"] == {"xmin": 0, "ymin": 0, "xmax": width, "ymax": height}
 
 
 def test_many_good_files_at_once_and_concurrent_clients(gunicorn) -> None:

@@ -6,8 +6,10 @@ session server is never disturbed) and its own gunicorn pointing at it.
 from __future__ import annotations
 
 import shutil
+import threading
 import signal
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -113,3 +115,42 @@ def test_new_version_is_served_without_restarting_anything(stack, tmp_path: Path
     assert request(gunicorn.base, "GET", "/readyz").json()["version"] == 2
     assert gunicorn.workers() == workers
     print(f"\nversion 2 served {took:.2f} s after it was dropped in")
+
+
+def test_version_switch_under_load_gives_no_5xx(stack, detector_saved_model: Path) -> None:
+    """8 clients post images while version 2 is dropped in and loads (held 2 s in LOADING, as a real load
+    takes time): version 1 serves until version 2 is AVAILABLE (warm-up, if any, replayed before that), then
+    version 2; no answer is a 5xx (504s were the symptom). Bounded: 8 threads, at most ~30 s."""
+    gunicorn, start_model_server, base = stack
+    server = start_model_server("--load_delay_seconds", "2")
+    server.wait_available(MODEL_NAME, timeout=60)
+    wait_for(lambda: detect(gunicorn).status == 200, 5)
+    answers: list[tuple[float, int, int | None]] = []  # (time, status, version)
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            answer = detect(gunicorn)
+            version = answer.json().get("model", {}).get("version") if answer.status == 200 else None
+            answers.append((time.monotonic(), answer.status, version))
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1)
+        add_version(base, 2, detector_saved_model)
+        server.wait_available(MODEL_NAME, timeout=30, version=2)
+        available = time.monotonic()
+        wait_for(lambda: any(v == 2 for _, _, v in answers), timeout=10, step=0.05)
+        time.sleep(1)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    statuses = Counter(status for _, status, _ in answers)
+    assert set(statuses) == {200}, statuses
+    first_v2 = min(t for t, _, v in answers if v == 2)
+    assert {v for t, _, v in answers if t > first_v2 + 1.0} == {2}  # switched, and stays switched
+    print(f"\nswitch under c=8: {len(answers)} answers {dict(statuses)}; first v2 200 "
+          f"{first_v2 - available:+.2f} s after AVAILABLE")

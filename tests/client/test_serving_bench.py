@@ -16,10 +16,12 @@ def test_side_by_side_then_soak(model_server: str, serving_dir: Path, tmp_path: 
     results = serving_bench.main([*common, "--requests", "8", "--repeat", "1", "--warmup", "4", "--json", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(results))
-    assert set(saved["runs"]) == {"direct_c1", "rest_c1", "direct_c8", "rest_c8"}
-    for row in saved["runs"].values():
+    [model] = saved["models"].values()
+    assert set(model["runs"]) == {"direct_c1", "rest_c1", "direct_c8", "rest_c8"}
+    for row in model["runs"].values():
         assert row["requests"] == 8 and row["errors"] == 0 and row["p50_ms"] > 0 and row["throughput_rps"] > 0
-    assert set(saved["ratios"]) == {"c1", "c8"} and set(saved["goals"]) == {"p50_overhead", "throughput", "errors"}
+    assert set(model["ratios"]) == {"c1", "c8"} and set(model["goals"]) == {"p50_overhead", "throughput", "errors"}
+    assert saved["signature"] == "image_bytes"
     text = docs.read_text()
     assert "<!-- data-bench:start -->\nkept\n<!-- data-bench:end -->" in text
     assert text.count(serving_bench.MARK_START) == 1 and "| direct gRPC Predict | 8 |" in text

@@ -75,3 +75,67 @@ def test_page_renders_the_form_without_a_model_server(tmp_path: Path) -> None:
         server.stop()
     assert 'type="file"' in dom.stdout and 'type="range"' in dom.stdout
     assert "model: unavailable (model_server_unavailable)" in dom.stdout
+
+
+def canvas_data(html: str) -> tuple[list[dict], int, int, int]:
+    """(labels placed, display width, canvas width, canvas height) from the page's canvas data attributes."""
+    import html as html_lib
+    import json
+    import re
+
+    tag = re.search(r"<canvas[^>]*>", html)
+    assert tag, html[-2000:]
+    attrs = dict(re.findall(r'([\w-]+)="([^"]*)"', tag[0]))
+    return (json.loads(html_lib.unescape(attrs["data-labels"])), int(attrs["data-display-width"]),
+            int(attrs["width"]), int(attrs["height"]))
+
+
+def test_small_image_scaled_up_and_labels_outside_boxes_never_cut_off(gunicorn, tmp_path: Path) -> None:
+    """A 160x100 image with a box in its top-left corner: shown >= 320 px wide, each label inside the canvas
+    and outside its box (above it, or below when there is no room above)."""
+    dom = chromium(tmp_path, "--dump-dom", f"http://{gunicorn.base}/?sample=small&threshold=0.3")
+    assert "detections at threshold 0.30" in dom.stdout, dom.stdout[-3000:]
+    labels, display_width, width, height = canvas_data(dom.stdout)
+    assert display_width >= 320 and width >= 320
+    assert {p["text"].split()[0] for p in labels} == {"red", "blue"}
+    for placed in labels:
+        (lx0, ly0, lx1, ly1), (bx0, by0, bx1, by1) = placed["label"], placed["box"]
+        assert 0 <= lx0 < lx1 <= width and 0 <= ly0 < ly1 <= height, placed
+        assert ly1 <= by0 + 1 or ly0 >= by1 - 1, f"label over its box: {placed}"
+
+
+def test_results_beside_the_image_on_a_wide_screen(gunicorn, tmp_path: Path) -> None:
+    shot = tmp_path / "wide.png"
+    result = chromium(tmp_path, "--window-size=1400,900", f"--screenshot={shot}", f"http://{gunicorn.base}/?sample=1")
+    assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB"))
+    # the list items' colour bars (class colours) right of the 640 px canvas, not below it
+    right = pixels[:, 700:]
+    assert count_colour(right, RED_BOX) > 50 and count_colour(right, BLUE_BOX) > 50
+
+
+def test_threshold_default_comes_from_the_model(tmp_path: Path, detector_saved_model: Path) -> None:
+    """A version whose export recorded a threshold (assets.extra/threshold.json): /v1/models reports it and
+    the page starts from it; without one the client's DEFAULT_THRESHOLD stays."""
+    import json
+
+    from tests.client.support import Gunicorn, request
+    from tests.serving.model_factory import ModelServerProcess, add_version
+
+    base = tmp_path / "serving" / "detector"
+    version = add_version(base, 1, detector_saved_model)
+    (version / "assets.extra" / "threshold.json").write_text(json.dumps({"threshold": 0.9}))
+    server = ModelServerProcess(["--model_name", "detector", "--model_base_path", str(base)],
+                                log_path=tmp_path / "modelserver.log").start()
+    client = None
+    try:
+        server.wait_available("detector")
+        client = Gunicorn({"TF_SERVING_ADDR": server.address, "SERVING_DIR": str(base.parent), "MODEL_NAME": "detector"},
+                          tmp_path / "gunicorn.log").start()
+        assert request(client.base, "GET", "/v1/models").json()["models"][0]["default_threshold"] == 0.9
+        dom = chromium(tmp_path, "--dump-dom", f"http://{client.base}/?sample=1")
+        assert "1 of 2 detections at threshold 0.90" in dom.stdout, dom.stdout[-3000:]
+    finally:
+        if client:
+            client.stop()
+        server.stop()

@@ -201,6 +201,52 @@ def test_serving_layout(exported):
     assert [p.name for p in base.iterdir()] == ["1"]  # no staging leftovers
 
 
+def test_serving_version_has_tf_servings_warmup_file_for_the_models_size(exported):
+    """assets.extra/tf_serving_warmup_requests: a TFRecord of PredictionLog (one Predict call) that the
+    exported signature runs; TF Serving replays it before the version serves."""
+    import tensorflow as tf
+
+    from odstack import protos
+
+    version = exported.serving_dir / exported.run.path.name / "1"
+    records = [r.numpy() for r in tf.data.TFRecordDataset(str(version / "assets.extra" / "tf_serving_warmup_requests"))]
+    assert len(records) == 2  # serving_default and image_bytes
+    request = protos.PredictionLog.FromString(records[0]).predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    proto = tf.make_tensor_proto(0)
+    proto.ParseFromString(request.inputs["input_tensor"])
+    image = tf.make_ndarray(proto)
+    size = json.loads((exported.run.path / "export.json").read_text())["image_size"]
+    assert image.shape == (1, *size, 3) and image.dtype == np.uint8
+    outputs = tf.saved_model.load(str(version)).signatures["serving_default"](input_tensor=tf.constant(image))
+    assert outputs["detection_boxes"].shape[0] == 1
+    jpeg_request = protos.PredictionLog.FromString(records[1]).predict_log.request
+    assert jpeg_request.model_spec.signature_name == "image_bytes"
+    assert set(jpeg_request.inputs) == {"encoded_image_string_tensor"}
+
+
+def test_image_bytes_signature_matches_serving_default(exported):
+    """Parity of the second signature: a PNG or JPEG through image_bytes gives serving_default's answer on
+    the pixels Pillow (the client) decodes from it."""
+    import io
+
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(str(exported.result.saved_model))
+    tensor_sig, bytes_sig = loaded.signatures["serving_default"], loaded.signatures["image_bytes"]
+    assert list(bytes_sig.structured_input_signature[1]) == ["encoded_image_string_tensor"]
+    assert set(bytes_sig.structured_outputs) == set(OUTPUT_KEYS)
+    for pixels in _images(exported.run, 3):
+        for fmt in ("PNG", "JPEG"):
+            out = io.BytesIO()
+            Image.fromarray(pixels).save(out, format=fmt, quality=90)
+            decoded = np.asarray(Image.open(io.BytesIO(out.getvalue())).convert("RGB"))  # the client's decode
+            want = tensor_sig(input_tensor=decoded[tf.newaxis])
+            got = bytes_sig(encoded_image_string_tensor=tf.constant([out.getvalue()]))
+            for key in OUTPUT_KEYS:
+                np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5, err_msg=f"{fmt} {key}")
+
+
 def test_versions_increase_and_skip_non_integer_dirs(exported, tmp_path):
     source = exported.result.saved_model
     root = tmp_path / "serving"

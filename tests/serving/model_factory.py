@@ -10,11 +10,14 @@ exists so the development model server and the Flask client can be tested over r
          detection_scores  float32 [1, N]     sorted, highest first
          detection_classes float32 [1, N]     1-based class ids (padding rows carry 1.0, as the OD API's do)
          num_detections    float32 [1]        how many leading rows are real
+    image_bytes: encoded_image_string_tensor string [1] (JPEG, PNG, ...) -> the same outputs
 
 Classes: 1 ``red``, 2 ``green``, 3 ``blue`` (``LABELS``). A pixel belongs to a class when that channel is
 >= 64 and exceeds both other channels by >= 64. Each class present gives one box, the bounding box of all
 its pixels in pixel-edge coordinates (rows 10..29 -> ymin 10/H, ymax 30/H), with score = mean value of
-that channel over those pixels / 255. ``make_image`` draws such blobs and ``expected_detections`` gives
+that channel over those pixels / 255. Like a real detector it also resizes its input to a fixed size
+(longer side ``FIXED_SIDE``), so an image with a side that scales to 0 pixels is refused with TensorFlow's
+error, as real models refuse them. ``make_image`` draws such blobs and ``expected_detections`` gives
 the answer with numpy alone, so client tests need no TensorFlow.
 
 This module never imports TensorFlow at module level: ``build_detector_saved_model`` runs the build in
@@ -45,6 +48,12 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[2]
 LABELS: tuple[str, ...] = ("red", "green", "blue")
 MAX_DETECTIONS = 10
+#: The second signature, as ``make export`` writes it: one encoded JPEG/PNG/... -> the same outputs.
+BYTES_SIGNATURE, BYTES_INPUT_KEY = "image_bytes", "encoded_image_string_tensor"
+#: The test model resizes its input so the longer side is FIXED_SIDE px (the result is unused, see _save_detector).
+FIXED_SIDE = 64
+#: Convolutions of the realistic variant (benchmarks): 320x320 input, 32-64 channels, ~30 ms on one core.
+REALISTIC_CONV_LAYERS = 4
 #: The label map shipped with each version as ``assets.extra/label_map.pbtxt`` (OD API text format).
 LABEL_MAP_PBTXT = "".join(f'item {{\n  id: {i}\n  name: "{n}"\n  display_name: "{n}"\n}}\n'
                           for i, n in enumerate(LABELS, start=1))
@@ -102,12 +111,23 @@ def expected_detections(image: np.ndarray) -> list[dict]:
     return sorted(found, key=lambda d: -d["score"])  # stable: ties keep class order, like the model
 
 
-def _save_detector(export_dir: Path, max_detections: int) -> None:
-    """Build and save the test model (needs TensorFlow; runs in the model server's interpreter)."""
+def _save_detector(export_dir: Path, max_detections: int, realistic: bool = False) -> None:
+    """Build and save the test model (needs TensorFlow; runs in the model server's interpreter). ``realistic``
+    adds the compute of a small real detector (input resized to 320x320, REALISTIC_CONV_LAYERS convolutions,
+    ~30 ms on one CPU core) whose result only adds 0: same answers, realistic cost (the benchmark's)."""
     import tensorflow as tf
 
     if max_detections < len(LABELS):
         raise ValueError(f"max_detections must be >= {len(LABELS)}")
+    rng = np.random.default_rng(0)
+    kernels = [tf.Variable(rng.normal(0, 0.1, (3, 3, 3 if i == 0 else 32 if i == 1 else 64, 32 if i == 0 else 64)),
+                           dtype=tf.float32) for i in range(REALISTIC_CONV_LAYERS if realistic else 0)]
+
+    def backbone_cost(image: tf.Tensor) -> tf.Tensor:
+        x = tf.image.resize(tf.cast(image, tf.float32)[None] / 255.0, [320, 320])
+        for i, kernel in enumerate(kernels):
+            x = tf.nn.relu(tf.nn.conv2d(x, kernel, 2 if i < 2 else 1, "SAME"))
+        return 0.0 * tf.reduce_sum(x)
 
     @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
     def serve(input_tensor: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -131,7 +151,16 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
             mean = tf.reduce_sum(tf.where(mask, tf.cast(value, tf.float32), 0.0)) / tf.maximum(count, 1.0)
             boxes.append(tf.where(present, box, tf.zeros([4])))
             scores.append(tf.where(present, mean / 255.0, 0.0))
-        scores_t = tf.stack(scores)
+        # Like real detectors (Model Garden's resize_and_crop_image, the OD API's image resizers), the graph
+        # resizes its input to a fixed size; a side that scales to 0 pixels fails there with TF's own error
+        # (a 2000x1 image). The result only adds 0, so answers stay exactly those of expected_detections.
+        longest = tf.maximum(height, width)
+        probe = tf.cond(longest > 0, lambda: 0.0 * tf.reduce_sum(tf.image.resize(
+            tf.cast(image, tf.float32), [height * FIXED_SIDE // longest, width * FIXED_SIDE // longest])),
+            lambda: 0.0)
+        if kernels:
+            probe += tf.cond(longest > 0, lambda: backbone_cost(image), lambda: 0.0)
+        scores_t = tf.stack(scores) + probe
         order = tf.argsort(scores_t, direction="DESCENDING", stable=True)
         num = tf.reduce_sum(tf.cast(scores_t > 0.0, tf.int32))
         keep = tf.range(len(LABELS)) < num
@@ -146,9 +175,18 @@ def _save_detector(export_dir: Path, max_detections: int) -> None:
             "num_detections": tf.cast(num, tf.float32)[None],
         }
 
+    @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=BYTES_INPUT_KEY)])
+    def serve_bytes(encoded: tf.Tensor) -> dict[str, tf.Tensor]:
+        # JPEGs with the accurate integer DCT, as Pillow (the client's decoder) decodes them
+        image = tf.cond(tf.io.is_jpeg(encoded[0]),
+                        lambda: tf.io.decode_jpeg(encoded[0], channels=3, dct_method="INTEGER_ACCURATE"),
+                        lambda: tf.io.decode_image(encoded[0], channels=3, expand_animations=False))
+        return serve(image[None])
+
     module = tf.Module()
-    module.serve = serve
-    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve.get_concrete_function()})
+    module.serve, module.serve_bytes, module.kernels = serve, serve_bytes, kernels
+    tf.saved_model.save(module, str(export_dir), signatures={"serving_default": serve.get_concrete_function(),
+                                                             BYTES_SIGNATURE: serve_bytes.get_concrete_function()})
     extra = export_dir / "assets.extra"
     extra.mkdir(exist_ok=True)
     (extra / "label_map.pbtxt").write_text(LABEL_MAP_PBTXT, encoding="utf-8")
@@ -170,11 +208,13 @@ def _env() -> dict[str, str]:
     return env
 
 
-def build_detector_saved_model(export_dir: Path, max_detections: int = MAX_DETECTIONS) -> Path:
-    """Write the test detector to ``export_dir`` (saved_model.pb, variables/, assets.extra/label_map.pbtxt)."""
+def build_detector_saved_model(export_dir: Path, max_detections: int = MAX_DETECTIONS, realistic: bool = False) -> Path:
+    """Write the test detector to ``export_dir`` (saved_model.pb, variables/, assets.extra/label_map.pbtxt);
+    ``realistic``: with a real detector's compute (see _save_detector)."""
     export_dir = Path(export_dir)
     subprocess.run([modelserver_python(), "-m", "tests.serving.model_factory", str(export_dir),
-                    "--max-detections", str(max_detections)], check=True, env=_env(), cwd=REPO_ROOT)
+                    "--max-detections", str(max_detections), *(["--realistic"] if realistic else [])],
+                   check=True, env=_env(), cwd=REPO_ROOT)
     return export_dir
 
 
@@ -263,5 +303,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Build odstack's test detector SavedModel.")
     parser.add_argument("export_dir", type=Path)
     parser.add_argument("--max-detections", type=int, default=MAX_DETECTIONS)
+    parser.add_argument("--realistic", action="store_true", help="add a small real detector's compute (~30 ms)")
     options = parser.parse_args()
-    _save_detector(options.export_dir, options.max_detections)
+    _save_detector(options.export_dir, options.max_detections, options.realistic)

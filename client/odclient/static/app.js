@@ -9,41 +9,58 @@ function setStatus(text, isError) {
   $("status").className = isError ? "error" : "";
 }
 
+const MIN_DISPLAY = 640; // small images are scaled up to this many pixels on their longer side
+
 function render() {
   if (!current) return;
   const threshold = parseFloat($("threshold").value);
   $("threshold-value").textContent = threshold.toFixed(2);
   const { bitmap, result } = current;
+  const scale = Math.max(1, MIN_DISPLAY / Math.max(bitmap.width, bitmap.height));
+  const width = Math.round(bitmap.width * scale), height = Math.round(bitmap.height * scale);
+  const line = Math.max(2, Math.round(Math.max(width, height) / 300));
+  const fontSize = Math.max(14, Math.round(Math.max(width, height) / 45));
+  const labelH = fontSize + 2 * line;
+  // a band above and below the image: a label always fits outside its box, never over the object
   const canvas = $("canvas");
-  canvas.width = bitmap.width;
-  canvas.height = bitmap.height;
+  canvas.width = width;
+  canvas.height = height + 2 * labelH;
   const ctx = canvas.getContext("2d");
-  ctx.drawImage(bitmap, 0, 0);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.imageSmoothingEnabled = scale < 3; // tiny images stay crisp
+  ctx.drawImage(bitmap, 0, labelH, width, height);
   const shown = result.detections.filter((d) => d.score >= threshold);
-  const line = Math.max(2, Math.round(Math.max(canvas.width, canvas.height) / 300));
-  ctx.font = `${Math.max(12, Math.round(Math.max(canvas.width, canvas.height) / 45))}px sans-serif`;
+  ctx.font = `${fontSize}px sans-serif`;
   ctx.textBaseline = "top";
   const list = $("detections");
   list.replaceChildren();
+  const placed = [];
   for (const d of shown) {
-    // box is normalized to the uploaded image; the canvas has the decoded (EXIF-rotated) size
-    const x = d.box.xmin * canvas.width, y = d.box.ymin * canvas.height;
-    const w = (d.box.xmax - d.box.xmin) * canvas.width, h = (d.box.ymax - d.box.ymin) * canvas.height;
+    // box is normalized to the uploaded image; the canvas has the decoded (EXIF-rotated) size, scaled
+    const x = d.box.xmin * width, y = labelH + d.box.ymin * height;
+    const w = (d.box.xmax - d.box.xmin) * width, h = (d.box.ymax - d.box.ymin) * height;
     const color = COLORS[d.class_id % COLORS.length];
     const text = `${d.label ?? "#" + d.class_id} ${d.score.toFixed(2)}`;
     ctx.lineWidth = line;
     ctx.strokeStyle = color;
     ctx.strokeRect(x, y, w, h);
-    const tw = ctx.measureText(text).width + 2 * line, th = parseInt(ctx.font, 10) + 2 * line;
-    const ty = y - th >= 0 ? y - th : y;
+    const tw = Math.min(ctx.measureText(text).width + 2 * line, canvas.width);
+    const tx = Math.min(Math.max(0, x), canvas.width - tw);          // never cut off at the sides
+    const ty = y - labelH >= 0 ? y - labelH : y + h;                  // above the box, else below it
     ctx.fillStyle = color;
-    ctx.fillRect(x, ty, tw, th);
+    ctx.fillRect(tx, ty, tw, labelH);
     ctx.fillStyle = "#fff";
-    ctx.fillText(text, x + line, ty + line);
+    ctx.fillText(text, tx + line, ty + line, tw - 2 * line);
+    placed.push({ text, label: [tx, ty, tx + tw, ty + labelH], box: [x, y, x + w, y + h] });
     const item = document.createElement("li");
+    item.style.borderLeftColor = color;
     item.textContent = `${text}  [${d.box_px.xmin}, ${d.box_px.ymin}, ${d.box_px.xmax}, ${d.box_px.ymax}]`;
     list.appendChild(item);
   }
+  // for the page's tests: where each label went, and how wide the image is on screen
+  canvas.dataset.labels = JSON.stringify(placed);
+  canvas.dataset.displayWidth = String(Math.round(canvas.getBoundingClientRect().width));
   const m = result.model;
   setStatus(`${shown.length} of ${result.detections.length} detections at threshold ${threshold.toFixed(2)} ` +
             `(model ${m.name} v${m.version}, ${result.timing_ms.total} ms)`);
@@ -68,14 +85,22 @@ async function detect(blob, name) {
   }
 }
 
-function sampleImage() {
-  // A generated picture (no file needed): a few coloured shapes on a grey background.
+function sampleImage(small) {
+  // A generated picture (no file needed): coloured shapes on grey. "small": 160x100 with a rectangle at
+  // the top-left corner (its label cannot go above it, and the image must be scaled up to be seen).
   const canvas = document.createElement("canvas");
-  canvas.width = 480; canvas.height = 320;
   const ctx = canvas.getContext("2d");
-  ctx.fillStyle = "#9aa"; ctx.fillRect(0, 0, 480, 320);
-  ctx.fillStyle = "#f00"; ctx.fillRect(40, 50, 150, 110);
-  ctx.fillStyle = "#36c"; ctx.beginPath(); ctx.arc(330, 200, 80, 0, 2 * Math.PI); ctx.fill();
+  if (small) {
+    canvas.width = 160; canvas.height = 100;
+    ctx.fillStyle = "#9aa"; ctx.fillRect(0, 0, 160, 100);
+    ctx.fillStyle = "#f00"; ctx.fillRect(0, 0, 60, 40);
+    ctx.fillStyle = "#36c"; ctx.fillRect(110, 60, 50, 40);
+  } else {
+    canvas.width = 480; canvas.height = 320;
+    ctx.fillStyle = "#9aa"; ctx.fillRect(0, 0, 480, 320);
+    ctx.fillStyle = "#f00"; ctx.fillRect(40, 50, 150, 110);
+    ctx.fillStyle = "#36c"; ctx.beginPath(); ctx.arc(330, 200, 80, 0, 2 * Math.PI); ctx.fill();
+  }
   return new Promise((resolve) => canvas.toBlob(resolve, "image/png"));
 }
 
@@ -86,6 +111,9 @@ async function loadModel() {
     $("model").textContent = response.ok
       ? `model: ${body.models[0].name} v${body.models[0].serving_version} · labels: ${body.models[0].labels.map((l) => l.name).join(", ") || "none"}`
       : `model: unavailable (${body.code})`;
+    if (response.ok && typeof body.models[0].default_threshold === "number") {
+      $("threshold").value = body.models[0].default_threshold; // the model's own, when its export recorded one
+    }
   } catch (error) {
     $("model").textContent = "model: unavailable";
   }
@@ -97,10 +125,19 @@ document.addEventListener("DOMContentLoaded", async () => {
     const file = $("file").files[0];
     if (file) detect(file, file.name);
   });
-  $("threshold").dispatchEvent(new Event("input"));
+  // drag and drop anywhere on the page
+  const drop = $("drop");
+  document.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+  document.addEventListener("dragleave", () => drop.classList.remove("over"));
+  document.addEventListener("drop", (event) => {
+    event.preventDefault();
+    drop.classList.remove("over");
+    const file = event.dataTransfer.files[0];
+    if (file) detect(file, file.name);
+  });
+  await loadModel();
   const params = new URLSearchParams(location.search);
   if (params.has("threshold")) { $("threshold").value = params.get("threshold"); }
   $("threshold-value").textContent = parseFloat($("threshold").value).toFixed(2);
-  await loadModel();
-  if (params.has("sample")) await detect(await sampleImage(), "sample.png");
+  if (params.has("sample")) await detect(await sampleImage(params.get("sample") === "small"), "sample.png");
 });
