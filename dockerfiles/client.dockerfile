@@ -20,35 +20,24 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 ARG PIP_VERSION=26.3
 
-# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored), appended to the base bundle for pip.
+# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): trusted by the download steps (with-ca.sh).
 COPY dockerfiles/ca/ /tmp/odstack-ca/
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    echo "pip: $n extra CA file(s) from dockerfiles/ca/"; \
-    python3 -m venv /opt/venv; \
-    if [ "$n" -gt 0 ]; then /opt/venv/bin/pip config --site set global.cert /tmp/odstack-ca/bundle.pem; fi; \
-    /opt/venv/bin/pip install --no-cache-dir "pip==${PIP_VERSION}"
+RUN python3 -m venv /opt/venv; \
+    /tmp/odstack-ca/with-ca.sh /opt/venv/bin/pip install --no-cache-dir "pip==${PIP_VERSION}"
 
 # Protos first and on their own: this layer (two wheel downloads, one of 620 MB) changes only with the script.
 COPY scripts/client/extract_protos.py /tmp/extract_protos.py
-RUN /opt/venv/bin/python /tmp/extract_protos.py --target /opt/protos --wheel-dir /tmp/wheels \
+RUN /tmp/odstack-ca/with-ca.sh /opt/venv/bin/python /tmp/extract_protos.py --target /opt/protos --wheel-dir /tmp/wheels \
     && rm -rf /tmp/wheels
 
 COPY dockerfiles/requirements/client.txt /tmp/client.txt
-RUN /opt/venv/bin/pip install --no-cache-dir -r /tmp/client.txt; \
+RUN /tmp/odstack-ca/with-ca.sh /opt/venv/bin/pip install --no-cache-dir -r /tmp/client.txt; \
     site=$(/opt/venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
     cp -a /opt/protos/. "$site/"; \
     /opt/venv/bin/python -c 'import sys; from tensorflow_serving.apis import prediction_service_pb2_grpc; \
 import tensorflow, importlib.util as u; assert u.find_spec("tensorflow.python") is None; print("protos ok, no TF runtime")'; \
     /opt/venv/bin/pip uninstall -q -y pip setuptools; \
-    rm -f /opt/venv/pip.conf
+    rm -rf /tmp/odstack-ca
 
 # ---- runtime stage ----
 FROM ${BASE_IMAGE}

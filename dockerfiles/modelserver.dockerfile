@@ -38,26 +38,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 # pip itself, pinned so both bases install with the same resolver (bookworm's venv ships pip 23.0.1).
 ARG PIP_VERSION=26.3
 
-# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): used by pip in this step only.
+# Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored): trusted by pip in this step (with-ca.sh).
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.
 COPY dockerfiles/requirements/modelserver.txt /opt/odstack/requirements/modelserver.txt
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    if [ "$n" -gt 0 ]; then \
-        export PIP_CERT=/tmp/odstack-ca/bundle.pem; \
-        echo "pip: using $n extra CA file(s) from dockerfiles/ca/"; \
-    fi; \
-    python3 -m venv /opt/venv; \
-    pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    pip install --no-cache-dir -r /opt/odstack/requirements/modelserver.txt; \
+RUN python3 -m venv /opt/venv; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir -r /opt/odstack/requirements/modelserver.txt; \
     python -c "import tensorflow as tf, tensorflow_serving.apis.prediction_service_pb2_grpc; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras
 

@@ -21,20 +21,9 @@ ARG NGINX_VERSION=1.22.1-9+deb12u9
 
 # Optional extra CA certificates (dockerfiles/ca/*.crt, gitignored) for apt over HTTPS; removed afterwards.
 COPY dockerfiles/ca/ /tmp/odstack-ca/
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    echo "apt: $n extra CA file(s) from dockerfiles/ca/"; \
-    if [ "$n" -gt 0 ]; then echo 'Acquire::https::CAInfo "/tmp/odstack-ca/bundle.pem";' > /etc/apt/apt.conf.d/99odstack-ca; fi; \
-    apt-get update; \
-    apt-get install -y --no-install-recommends "nginx-light=${NGINX_VERSION}"; \
-    rm -rf /var/lib/apt/lists/* /etc/apt/apt.conf.d/99odstack-ca /tmp/odstack-ca; \
+RUN /tmp/odstack-ca/with-ca.sh apt-get update; \
+    /tmp/odstack-ca/with-ca.sh apt-get install -y --no-install-recommends "nginx-light=${NGINX_VERSION}"; \
+    rm -rf /var/lib/apt/lists/* /tmp/odstack-ca; \
     nginx -v
 
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /tmp --shell /usr/sbin/nologin odproxy

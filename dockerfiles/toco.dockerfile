@@ -73,20 +73,16 @@ ARG CORAL_APT_URL=https://packages.cloud.google.com/apt
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 # hadolint ignore=DL3008
 RUN if [ "${EDGETPU}" = "1" ]; then \
-        if ls /tmp/odstack-ca/*.crt >/dev/null 2>&1; then \
-            mkdir -p /usr/local/share/ca-certificates/odstack && cp /tmp/odstack-ca/*.crt /usr/local/share/ca-certificates/odstack/; \
-        fi; \
-        apt-get update; \
-        apt-get install -y --no-install-recommends ca-certificates curl gnupg; \
-        update-ca-certificates; \
-        curl -fsSL "${CORAL_APT_URL}/doc/apt-key.gpg" | gpg --dearmor -o /usr/share/keyrings/coral-edgetpu.gpg; \
+        /tmp/odstack-ca/with-ca.sh apt-get update; \
+        /tmp/odstack-ca/with-ca.sh apt-get install -y --no-install-recommends ca-certificates curl gnupg; \
+        /tmp/odstack-ca/with-ca.sh curl -fsSL "${CORAL_APT_URL}/doc/apt-key.gpg" \
+            | gpg --dearmor -o /usr/share/keyrings/coral-edgetpu.gpg; \
         echo "deb [signed-by=/usr/share/keyrings/coral-edgetpu.gpg] ${CORAL_APT_URL} coral-edgetpu-stable main" \
             > /etc/apt/sources.list.d/coral-edgetpu.list; \
-        apt-get update; \
-        apt-get install -y --no-install-recommends edgetpu-compiler; \
+        /tmp/odstack-ca/with-ca.sh apt-get update; \
+        /tmp/odstack-ca/with-ca.sh apt-get install -y --no-install-recommends edgetpu-compiler; \
         edgetpu_compiler --version; \
-        rm -rf /var/lib/apt/lists/* /usr/local/share/ca-certificates/odstack; \
-        update-ca-certificates --fresh >/dev/null; \
+        rm -rf /var/lib/apt/lists/*; \
     fi
 
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.

@@ -22,7 +22,7 @@ from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb
 
 from odclient import metrics
 
-# The served model's contract (OD API export signature, DESIGN.md).
+# The served model's contract (OD API export signature, docs/architecture.md).
 INPUT_KEY = "input_tensor"
 BYTES_INPUT_KEY = "encoded_image_string_tensor"  # the encoded-image signature's input (make export, tfvision)
 SIGNATURE_TTL_S = 30.0

@@ -1,8 +1,9 @@
 #!/bin/sh
 # with-ca.sh COMMAND [ARG...]: run COMMAND trusting the extra CA certificates beside this script (*.crt,
 # e.g. a TLS-intercepting proxy's) as well as the system's. One bundle (the system's, then the extra ones)
-# is exported as PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE and NODE_EXTRA_CA_CERTS, which pip, Python's
-# ssl, requests and npm read. Without extra certificates COMMAND runs unchanged. Every dockerfile runs its
+# is exported as PIP_CERT, SSL_CERT_FILE, REQUESTS_CA_BUNDLE, NODE_EXTRA_CA_CERTS and CURL_CA_BUNDLE, which
+# pip, Python's ssl, requests, npm and curl read, and given to apt through APT_CONFIG (Acquire::https::CAInfo).
+# Without extra certificates COMMAND runs unchanged. Every dockerfile runs its
 # download steps through it (COPY dockerfiles/ca/ /tmp/odstack-ca/, then RUN /tmp/odstack-ca/with-ca.sh ...);
 # the image's own trust store is never changed.
 set -eu
@@ -20,6 +21,8 @@ for crt in "$dir"/*.crt; do
 done
 if [ "$count" -gt 0 ]; then
     echo "with-ca: trusting $count extra CA file(s) from dockerfiles/ca/" >&2
-    export PIP_CERT="$bundle" SSL_CERT_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle" NODE_EXTRA_CA_CERTS="$bundle"
+    echo "Acquire::https::CAInfo \"$bundle\";" > "$dir/apt.conf"
+    export PIP_CERT="$bundle" SSL_CERT_FILE="$bundle" REQUESTS_CA_BUNDLE="$bundle" NODE_EXTRA_CA_CERTS="$bundle" \
+        CURL_CA_BUNDLE="$bundle" APT_CONFIG="$dir/apt.conf"
 fi
 exec "$@"
