@@ -206,6 +206,15 @@ $(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
 	  --target "$$($(VENV)/client/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	@touch $@
 
+# The labelling venv reaches TF Serving with the client's gRPC module: the client's pins and the same protos.
+$(VENV)/labelling/.installed: $(REQ)/labelling.txt $(REQ)/client.txt scripts/client/extract_protos.py
+	@echo "setup: $(VENV)/labelling from $< + TF Serving protos (scripts/client/extract_protos.py)"
+	@test -x $(VENV)/labelling/bin/python || $(PYTHON) -m venv $(VENV)/labelling
+	@$(VENV)/labelling/bin/python -m pip install -q --disable-pip-version-check -r $<
+	@$(VENV)/labelling/bin/python scripts/client/extract_protos.py --wheel-dir .build/wheels --check \
+	  --target "$$($(VENV)/labelling/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	@touch $@
+
 .PHONY: serve serve-bg serve-down predict test-client bench-serving
 serve: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client) ## run the serving stack (docker: docker-compose; local: dev model server + gunicorn) on 127.0.0.1:CLIENT_PORT
 ifeq ($(RUNNER),docker)
