@@ -298,9 +298,19 @@ def _empty(tasks: list[Any], version: str, error: str) -> Response:
                                 for _ in tasks], "model_version": version, "error": error})
 
 
+@bp.post("/train")
+def train() -> Response | tuple[Response, int]:
+    """Label Studio's "Start training" without its webhook feature flag: POST /train (project "id.ts")."""
+    payload = dict(request.get_json(silent=True) or {}, action="START_TRAINING")
+    return _start_training(payload)
+
+
 @bp.post("/webhook")
 def webhook() -> Response | tuple[Response, int]:
-    payload = request.get_json(silent=True) or {}
+    return _start_training(request.get_json(silent=True) or {})
+
+
+def _start_training(payload: dict[str, Any]) -> Response | tuple[Response, int]:
     action = str(payload.get("action") or "")
     on_training: Callable[[int, str], Any] | None = current_app.extensions.get("odstack.labelling.start_training")
     if action != "START_TRAINING" or on_training is None:
