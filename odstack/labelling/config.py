@@ -23,6 +23,7 @@ ENVIRONMENT = {
     "secret": "ODSTACK_ML_SECRET",
     "host": "LABELLING_HOST",
     "port": "LABELLING_PORT",
+    "stage_python": "ODSTACK_STAGE_PYTHON",
 }
 REPO = Path(__file__).resolve().parents[2]
 

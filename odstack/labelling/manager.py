@@ -6,7 +6,7 @@ A job runs, in order (each a stage of odstack's own command line, in the odapi v
    Label Studio serves as local files (``images_root``), so the label_studio reader finds them;
 2. ``data``: ``python -m odstack data format=label_studio`` -> the job's TFRecords and data report
    (unlabelled tasks, polygons/keypoints, images we cannot read: skipped and reported there);
-3. ``train``: ``python -m odstack train`` (engine, model, steps, train_args) as run ``labelling-job-<id>``;
+3. ``train``: ``python -m odstack train`` (engine, model, steps, train_args) as run ``labelling-<date>-job<id>``;
    the log's "step n/N loss .. AP .." lines update the job;
 4. ``eval``: ``python -m odstack eval`` -> the run's metrics.json;
 5. ``publish``: ``python -m odstack export`` -> the next version of ``output/serving/<model_name>/``, which
@@ -58,6 +58,9 @@ class Manager:
 
     def __init__(self, settings: LabellingSettings, database: db.Database) -> None:
         self.settings, self.db = settings, database
+        # the stages run where the service was started (the repo root; /workspace in the image), so that
+        # output/<run> means the same thing as for `make train`
+        self.root = Path.cwd()
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._claim = threading.Lock()
@@ -71,7 +74,8 @@ class Manager:
                          model=model or self.settings.model, steps=int(steps or self.settings.steps),
                          train_args=self.settings.train_args if train_args is None else train_args)
             session.add(job)
-        job = self.db.update(job.id, run=f"labelling-job-{job.id}")
+        # a run of its own under output/ (the date keeps job ids of another jobs DB from resuming it)
+        job = self.db.update(job.id, run=f"labelling-{job.created_at:%Y%m%d-%H%M%S}-job{job.id}")
         LOG.info("job %d: queued (project %d, %s)", job.id, project, source)
         self._wake.set()
         return job.as_dict()
@@ -147,7 +151,7 @@ class Manager:
             self._stage(job, "train", ["train", f"engine={job.engine}", f"model={job.model}", f"run={job.run}",
                                        f"data={records}", f"steps={job.steps}", *shlex.split(job.train_args)], log)
             self._stage(job, "eval", ["eval", f"run={job.run}", f"data={records}"], log)
-            metrics = _read_json(Path("output") / job.run / "metrics.json")
+            metrics = _read_json(self.root / "output" / job.run / "metrics.json")
             self._merge_metrics(job_id, {"eval": metrics})
             ap = _best_ap(metrics)
             if ap is not None:
@@ -177,8 +181,12 @@ class Manager:
         if not token:
             raise StageFailed("export: no Label Studio token (set LABEL_STUDIO_TOKEN or label_studio_token=)")
         url = f"{self.settings.label_studio_url.rstrip('/')}/api/projects/{job.project}/export"
-        answer = requests.get(url, params={"exportType": "JSON", "download_all_tasks": "true"},
-                              headers={"Authorization": f"Token {token}"}, timeout=120)
+        try:
+            answer = requests.get(url, params={"exportType": "JSON", "download_all_tasks": "true"},
+                                  headers={"Authorization": f"Token {token}"}, timeout=120)
+        except requests.RequestException as error:
+            raise StageFailed(f"export: cannot reach Label Studio at {self.settings.label_studio_url}: "
+                              f"{type(error).__name__}") from None
         if answer.status_code != 200:
             raise StageFailed(f"export: Label Studio answered {answer.status_code} for project {job.project}: "
                               f"{answer.text[:300]}")
@@ -195,7 +203,7 @@ class Manager:
         return beside
 
     def _stage(self, job: db.Job, stage: str, args: list[str], log: Path) -> None:
-        """``python -m odstack <args>`` from the repository root, its output appended to the job log."""
+        """``python -m odstack <args>`` from ``self.root``, its output appended to the job log."""
         self.db.update(job.id, stage=stage)
         command = [self.settings.python(), "-m", "odstack", *args]
         environment = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
@@ -204,7 +212,7 @@ class Manager:
         with log.open("a", encoding="utf-8") as out:
             out.write(f"\n$ {shlex.join(command)}\n")
             out.flush()
-            process = subprocess.Popen(command, cwd=REPO, env=environment, stdout=subprocess.PIPE,
+            process = subprocess.Popen(command, cwd=self.root, env=environment, stdout=subprocess.PIPE,
                                        stderr=subprocess.STDOUT, text=True, bufsize=1, start_new_session=True)
             lines: list[str] = []
             reader = threading.Thread(target=_pump, args=(process, out, lines), daemon=True)
@@ -367,13 +375,13 @@ def _files(manager: Manager, job: db.Job) -> dict[str, str]:
     links = {}
     candidates = {"log": manager.job_dir(job.id) / "job.log",
                   "data_report": manager.job_dir(job.id) / "records" / "report.html",
-                  "metrics": Path("output") / job.run / "metrics.json"}
-    run_dir = Path("output") / job.run
+                  "metrics": manager.root / "output" / job.run / "metrics.json"}
+    run_dir = manager.root / "output" / job.run
     if run_dir.is_dir():
         for plot in sorted(run_dir.glob("*.png")) + sorted(run_dir.glob("*.html")):
             candidates[plot.stem] = plot
     for name, path in candidates.items():
-        if (REPO / path if not path.is_absolute() else path).is_file():
+        if path.is_file():
             links[name] = f"/jobs/{job.id}/files/{name}"
     return links
 
@@ -386,13 +394,13 @@ def job_file(job_id: int, name: str) -> Response:
         abort(404)
     paths = {"log": manager.job_dir(job.id) / "job.log",
              "data_report": manager.job_dir(job.id) / "records" / "report.html",
-             "metrics": Path("output") / job.run / "metrics.json"}
-    run_dir = Path("output") / job.run
+             "metrics": manager.root / "output" / job.run / "metrics.json"}
+    run_dir = manager.root / "output" / job.run
     for plot in list(run_dir.glob("*.png")) + list(run_dir.glob("*.html")) if run_dir.is_dir() else []:
         paths.setdefault(plot.stem, plot)
     if name not in paths:
         abort(404)
-    path = paths[name] if paths[name].is_absolute() else REPO / paths[name]
+    path = paths[name]
     if not path.is_file():
         abort(404)
     mimetype = "text/plain" if path.suffix == ".log" else None
