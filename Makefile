@@ -275,7 +275,7 @@ label: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed ## RUNNER=loc
 	@mkdir -p $(LS_DATA) input
 	@echo "label: Label Studio http://127.0.0.1:$(LS_PORT)/ (images: input/ as local files), ML backend http://127.0.0.1:$(ML_PORT) (jobs: /jobs)"
 	@LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$(CURDIR)/input" \
-	  ML_BLOCK_LOCAL_IP=false LATEST_VERSION_CHECK=false \
+	  ML_BLOCK_LOCAL_IP=false USE_DEFAULT_BANNED_SUBNETS=false LATEST_VERSION_CHECK=false \
 	  $(VENV)/labelstudio/bin/label-studio start --data-dir $(LS_DATA) --internal-host 127.0.0.1 -p $(LS_PORT) \
 	  --no-browser --enable-legacy-api-token & trap 'kill $$!' EXIT INT TERM; \
 	  LABEL_STUDIO_URL=http://127.0.0.1:$(LS_PORT) MODEL_NAME=$(MODEL_NAME) PYTHONPATH="$(CURDIR):$(CURDIR)/client" \

@@ -143,11 +143,15 @@ class Manager:
         try:
             export = self._export(job, folder)
             records = folder / "records"
-            self._stage(job, "data", ["data", f"src={export}", f"out={records}", "format=label_studio",
-                                      "min_examples=1"], log)
+            try:
+                self._stage(job, "data", ["data", f"src={export}", f"out={records}", "format=label_studio",
+                                          "min_examples=1"], log)
+            finally:
+                # a failed data run leaves its report beside the output it did not write
+                report = _read_json(records / "report.json") or _read_json(
+                    records.with_name(records.name + ".failed-report.json"))
+                self._merge_metrics(job_id, {"data": _report_summary(report)})
             export.unlink(missing_ok=True)  # read; the job folder keeps its copy (export.json)
-            report = _read_json(records / "report.json")
-            self._merge_metrics(job_id, {"data": _report_summary(report)})
             self._stage(job, "train", ["train", f"engine={job.engine}", f"model={job.model}", f"run={job.run}",
                                        f"data={records}", f"steps={job.steps}", *shlex.split(job.train_args)], log)
             self._stage(job, "eval", ["eval", f"run={job.run}", f"data={records}"], log)
@@ -293,10 +297,12 @@ def _read_json(path: Path) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _report_summary(report: dict[str, Any]) -> dict[str, Any]:
-    """What a labeller wants from the data report: counts and the reasons tasks/boxes were skipped."""
-    keep = ("counts", "skipped", "skipped_images", "skipped_boxes", "warnings", "issues", "totals")
-    return {key: report[key] for key in keep if key in report}
+def _report_summary(report: dict[str, Any], issues: int = 20) -> dict[str, Any]:
+    """What a labeller wants from the data report: totals, warnings, and why tasks/boxes were skipped
+    (the first ``issues`` of them; the whole list is in the report)."""
+    summary = {key: report[key] for key in ("totals", "warnings", "issue_counts") if key in report}
+    summary["issues"] = (report.get("issues") or [])[:issues]
+    return summary
 
 
 def _best_ap(metrics: dict[str, Any]) -> float | None:

@@ -101,7 +101,8 @@ def label_studio(loop_dir: Path) -> Iterator[LabelStudio]:
     env = dict(os.environ, LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED="true",
                LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT=str(loop_dir / "input"),
                LATEST_VERSION_CHECK="false",  # no call to PyPI at start: only loopback traffic
-               ML_BLOCK_LOCAL_IP="false",  # the ML backend is on 127.0.0.1
+               # the ML backend (and the webhook Label Studio makes for it) is on 127.0.0.1
+               ML_BLOCK_LOCAL_IP="false", USE_DEFAULT_BANNED_SUBNETS="false",
                DJANGO_DB="sqlite", LABEL_STUDIO_BASE_DATA_DIR=str(loop_dir / "ls-data"))
     user = ["--data-dir", str(loop_dir / "ls-data"), "--username", "team@example.com", "--password",
             secrets.token_urlsafe(12), "--user-token", LS_TOKEN, "--enable-legacy-api-token"]

@@ -149,3 +149,29 @@ def test_second_job_queues_cancel_while_training_failure_keeps_the_served_model(
     finally:
         manager.stop()
         remove_runs(runs)
+
+
+def test_an_export_without_usable_boxes_fails_in_data_and_says_why(tmp_path: Path, database_url: str) -> None:
+    images = blob_images(tmp_path / "input" / "team", 2)
+    polygon = {"type": "polygonlabels", "from_name": "poly", "to_name": "image", "original_width": 160,
+               "original_height": 120, "value": {"points": [[1, 1], [20, 1], [20, 20]], "polygonlabels": ["red"]}}
+    tasks = [{"id": 1, "data": {"image": f"/data/local-files/?d=team/{images[0].name}"}, "annotations": []},
+             {"id": 2, "data": {"image": f"/data/local-files/?d=team/{images[1].name}"},
+              "annotations": [{"id": 5, "was_cancelled": False, "result": [polygon]}]},
+             {"id": 3, "data": {"image": "/data/local-files/?d=team/not-here.png"},
+              "annotations": [{"id": 6, "was_cancelled": False, "result": rectangle_results(images[0])}]}]
+    replay = ExportReplay(tasks, "ls-token")
+    manager = labelling_app.create_app(_settings(tmp_path, database_url, label_studio_url=replay.url)).extensions[
+        "odstack.labelling.manager"]
+    try:
+        job = manager.submit(2)
+        done = _wait(lambda: (j := manager.db.job(job["id"])) and j.state in db.FINISHED and j, 120, "the job to end")
+        assert (done.state, done.stage) == ("failed", "data") and "data failed" in done.error
+        data = done.as_dict()["metrics"]["data"]
+        messages = " ".join(issue["message"] for issue in data["issues"])
+        assert "polygonlabels" in messages  # skipped and reported
+        assert "not-here.png" in messages  # an image Label Studio lists but we cannot read, by its path
+        assert done.as_dict()["metrics"]["export"] == {"tasks": 3, "labelled": 2}
+    finally:
+        manager.stop()
+        replay.close()
