@@ -43,6 +43,8 @@ STEP_RE = re.compile(r"step\s+(\d+)\s*/\s*(\d+)(?:\s+loss\s+([-+\w.]+))?")
 AP_RE = re.compile(r"\bAP\s+(-?[\d.]+)")
 ERROR_RE = re.compile(r"odstack \w+: error: (.*)")
 POLL_S = 0.5
+# settings a job sets itself (its run, its data, its engine/model/steps) or that would read other files
+RESERVED_TRAIN_ARGS = ("run", "data", "engine", "model", "steps", "cfg")
 
 
 class JobCancelled(Exception):
@@ -69,10 +71,17 @@ class Manager:
     # ---------------------------------------------------------------- the queue
     def submit(self, project: int, source: str = "api", engine: str | None = None, model: str | None = None,
                steps: int | None = None, train_args: str | None = None) -> dict[str, Any]:
+        """Queue a job; ``train_args`` are extra ``key=value`` train settings (the job's own are refused)."""
+        extra = self.settings.train_args if train_args is None else train_args
+        for arg in shlex.split(extra):
+            key = arg.partition("=")[0].strip().lower()
+            if "=" not in arg or key in RESERVED_TRAIN_ARGS:
+                raise ValueError(f"train_args: {arg!r} is not an extra train setting "
+                                 f"({', '.join(RESERVED_TRAIN_ARGS)} are the job's own)")
         with self.db.session() as session, session.begin():
             job = db.Job(project=project, source=source, engine=engine or self.settings.engine,
                          model=model or self.settings.model, steps=int(steps or self.settings.steps),
-                         train_args=self.settings.train_args if train_args is None else train_args)
+                         train_args=extra)
             session.add(job)
         # a run of its own under output/ (the date keeps job ids of another jobs DB from resuming it)
         job = self.db.update(job.id, run=f"labelling-{job.created_at:%Y%m%d-%H%M%S}-job{job.id}")
@@ -353,8 +362,11 @@ def create_job() -> tuple[Response, int]:
     except (KeyError, TypeError, ValueError):
         return jsonify({"error": "POST {\"project\": <Label Studio project id>, \"engine\"?, \"model\"?, "
                                  "\"steps\"?, \"train_args\"?}"}), 400
-    job = _manager().submit(project, "api", engine=body.get("engine"), model=body.get("model"), steps=steps,
-                            train_args=body.get("train_args"))
+    try:
+        job = _manager().submit(project, "api", engine=body.get("engine"), model=body.get("model"), steps=steps,
+                                train_args=body.get("train_args"))
+    except ValueError as error:
+        return jsonify({"error": str(error)}), 400
     return jsonify(job), 201
 
 

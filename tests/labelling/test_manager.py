@@ -78,6 +78,8 @@ def test_generated_token_file(tmp_path: Path, database_url: str) -> None:
 def test_queue_cancel_and_restart(tmp_path: Path, database_url: str) -> None:
     client = labelling_app.create_app(_settings(tmp_path, database_url), start_runner=False).test_client()
     assert client.post("/api/jobs", json={"steps": 5}, headers=AUTH).status_code == 400
+    refused = client.post("/api/jobs", json={"project": 4, "train_args": "run=elsewhere"}, headers=AUTH)
+    assert refused.status_code == 400 and "run" in refused.json["error"]
     first = client.post("/api/jobs", json={"project": 4, "steps": 7, "engine": "tfvision"}, headers=AUTH).json
     second = client.post("/api/jobs", json={"project": 4}, headers=AUTH).json
     assert (first["state"], first["steps"], second["steps"], second["state"]) == ("queued", 7, 2000, "queued")
