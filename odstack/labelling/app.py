@@ -37,9 +37,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from odstack.errors import OdstackError
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["label-config"]:  # the project's labelling config, for Label Studio's project settings
+        if len(argv) != 2:
+            print("usage: python -m odstack.labelling label-config <label_map.pbtxt>", file=sys.stderr)
+            return 2
+        print(backend.label_config_from_label_map(Path(argv[1])), end="")
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     try:
-        settings = load(sys.argv[1:] if argv is None else argv)
+        settings = load(argv)
         app = create_app(settings)
     except OdstackError as error:
         LOG.error("labelling: %s", error)

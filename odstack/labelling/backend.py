@@ -28,7 +28,7 @@ import xml.etree.ElementTree as ElementTree
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
-from urllib.parse import parse_qs, unquote, urlparse
+from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import requests
@@ -77,6 +77,14 @@ def label_config(names: list[str]) -> str:
     labels = "".join(f'\n    <Label value="{_xml_attr(name)}"/>' for name in names)
     return (f'<View>\n  <Image name="image" value="$image"/>\n'
             f'  <RectangleLabels name="label" toName="image">{labels}\n  </RectangleLabels>\n</View>\n')
+
+
+def label_config_from_label_map(path: Path) -> str:
+    """The RectangleLabels config for an OD API label_map.pbtxt (classes in id order)."""
+    from odclient.labels import parse
+
+    names = parse(Path(path).read_text(encoding="utf-8"))
+    return label_config([names[key] for key in sorted(names)])
 
 
 def _xml_attr(text: str) -> str:

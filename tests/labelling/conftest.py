@@ -11,9 +11,8 @@ In an interpreter without the labelling venv's packages the directory is left ou
 from __future__ import annotations
 
 import importlib.util
-import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
 

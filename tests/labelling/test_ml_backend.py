@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -164,3 +167,16 @@ def test_start_training_webhook_queues_a_job(tmp_path: Path, labelling_serving: 
     assert legacy.status_code == 201
     jobs = client.get("/api/jobs", headers={"Authorization": "Bearer t0ken"}).json["jobs"]
     assert [(j["project"], j["source"], j["state"]) for j in jobs] == [(3, "label_studio", "queued")] * 2
+
+
+def test_label_config_from_a_label_map(tmp_path: Path) -> None:
+    from tests.serving.model_factory import LABEL_MAP_PBTXT
+
+    (tmp_path / "label_map.pbtxt").write_text(LABEL_MAP_PBTXT)
+    text = backend.label_config_from_label_map(tmp_path / "label_map.pbtxt")
+    control = backend.parse_label_config(text)
+    assert control is not None and control.labels == list(LABELS)
+    assert (control.from_name, control.to_name, control.value_key) == ("label", "image", "image")
+    printed = subprocess.run([sys.executable, "-m", "odstack.labelling", "label-config", str(tmp_path / "label_map.pbtxt")],
+                             capture_output=True, text=True, check=True, env=dict(os.environ))
+    assert printed.stdout == text
