@@ -288,7 +288,7 @@ labelling-service: $(VENV)/labelling/.installed ## only the ML backend + trainin
 test-labelling-api: $(VENV)/labelling/.installed $(VENV)/modelserver/.installed $(VENV)/odapi/.installed ## ML backend contract + training manager tests (SQLite and PostgreSQL), part of `make test`
 	PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/labelling/bin/python -m pytest tests/labelling $(PYTEST_ARGS)
 
-test-labelling: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed $(VENV)/modelserver/.installed $(VENV)/odapi/.installed ## the whole loop against a real Label Studio (pre-label, annotate, train from its UI, publish, next pre-labels), ~5 min
+test-labelling: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed $(VENV)/modelserver/.installed $(VENV)/odapi/.installed ## the whole loop against a real Label Studio (pre-label, annotate, train from its UI, publish, next pre-labels), ~4 min
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 	  { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
 	    || echo "test-labelling: PostgreSQL not installed (apt-get install postgresql): its tests are skipped"; }
