@@ -58,6 +58,9 @@ THRESHOLD ?=             ## predict: min score
 ANNOTATED ?=             ## predict: save the drawn JPEG here
 SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
+LS_PORT ?= 8090          ## label: Label Studio's port on 127.0.0.1
+ML_PORT ?= 9090          ## label: the ML backend + training manager's port on 127.0.0.1 (jobs: http://127.0.0.1:ML_PORT/jobs)
+LS_DATA ?= output/labelstudio  ## label: Label Studio's data dir (SQLite DB, its media); local files are served from input/
 
 # (`VAR ?= value  ## doc` keeps the spaces before `##`: strip every documented variable once)
 $(foreach v,$(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' $(firstword $(MAKEFILE_LIST))),$(eval override $(v) := $(strip $($(v)))))
@@ -212,6 +215,15 @@ $(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
 	  --target "$$($(VENV)/client/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	@touch $@
 
+# The labelling venv reaches TF Serving with the client's gRPC module: the client's pins and the same protos.
+$(VENV)/labelling/.installed: $(REQ)/labelling.txt $(REQ)/client.txt scripts/client/extract_protos.py
+	@echo "setup: $(VENV)/labelling from $< + TF Serving protos (scripts/client/extract_protos.py)"
+	@test -x $(VENV)/labelling/bin/python || $(PYTHON) -m venv $(VENV)/labelling
+	@$(VENV)/labelling/bin/python -m pip install -q --disable-pip-version-check -r $<
+	@$(VENV)/labelling/bin/python scripts/client/extract_protos.py --wheel-dir .build/wheels --check \
+	  --target "$$($(VENV)/labelling/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	@touch $@
+
 .PHONY: serve serve-bg serve-down predict test-client bench-serving
 # RUNNER=local: the proxy (container_scripts/proxy.sh) runs when Debian's nginx is installed; without it
 # gunicorn faces clients itself, without the slow-client protection (a warning says so).
@@ -287,9 +299,34 @@ test-client: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## cli
 bench-serving: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## serving benchmark: REST via gunicorn vs direct gRPC (soak: bench.serving_bench --soak 600 --concurrency 16)
 	PYTHONPATH="$(CURDIR)" $(VENV)/client/bin/python -m bench.serving_bench
 
+##@ Labelling (Label Studio + odstack's ML backend and training manager; README "Label with your team")
+.PHONY: label labelling-service test-labelling test-labelling-api
+label: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed ## RUNNER=local: Label Studio on 127.0.0.1:LS_PORT + the ML backend/manager on 127.0.0.1:ML_PORT (Ctrl-C stops both; docker: README)
+	@mkdir -p $(LS_DATA) input
+	@echo "label: Label Studio http://127.0.0.1:$(LS_PORT)/ (images: input/ as local files), ML backend http://127.0.0.1:$(ML_PORT) (jobs: /jobs)"
+	@LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$(CURDIR)/input" \
+	  ML_BLOCK_LOCAL_IP=false USE_DEFAULT_BANNED_SUBNETS=false LATEST_VERSION_CHECK=false \
+	  $(VENV)/labelstudio/bin/label-studio start --data-dir $(LS_DATA) --internal-host 127.0.0.1 -p $(LS_PORT) \
+	  --no-browser --enable-legacy-api-token & trap 'kill $$!' EXIT INT TERM; \
+	  LABEL_STUDIO_URL=http://127.0.0.1:$(LS_PORT) MODEL_NAME=$(MODEL_NAME) PYTHONPATH="$(CURDIR):$(CURDIR)/client" \
+	  $(VENV)/labelling/bin/python -m odstack.labelling port=$(ML_PORT) $(ARGS)
+
+labelling-service: $(VENV)/labelling/.installed ## only the ML backend + training manager on 127.0.0.1:ML_PORT (for a Label Studio you already run)
+	LABEL_STUDIO_URL=$${LABEL_STUDIO_URL:-http://127.0.0.1:$(LS_PORT)} MODEL_NAME=$(MODEL_NAME) \
+	  PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/labelling/bin/python -m odstack.labelling port=$(ML_PORT) $(ARGS)
+
+test-labelling-api: $(VENV)/labelling/.installed $(VENV)/modelserver/.installed $(VENV)/odapi/.installed ## ML backend contract + training manager tests (SQLite and PostgreSQL), part of `make test`
+	PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/labelling/bin/python -m pytest tests/labelling $(PYTEST_ARGS)
+
+test-labelling: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed $(VENV)/modelserver/.installed $(VENV)/odapi/.installed ## the whole loop against a real Label Studio (pre-label, annotate, train from its UI, publish, next pre-labels), ~4 min
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } \
+	    || echo "test-labelling: PostgreSQL not installed (apt-get install postgresql): its tests are skipped"; }
+	PYTHONPATH="$(CURDIR):$(CURDIR)/client" ODSTACK_LABELLING_LOOP=1 $(VENV)/labelling/bin/python -m pytest tests/labelling -s $(PYTEST_ARGS)
+
 ##@ Quality
 .PHONY: test test-core test-serving test-odapi test-docker bench lint
-test: test-core test-serving test-client ## the whole test suite, locally (what it covers: README "Tests")
+test: test-core test-serving test-client test-labelling-api ## the whole test suite, locally (what it covers: README "Tests")
 
 test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(odapi_venvs) ## data, formats, training, export tests (.venv/odapi)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests --ignore=tests/serving --ignore=tests/client $(PYTEST_ARGS)
@@ -312,6 +349,8 @@ lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile, `docker-co
 	$(VENV)/odapi/bin/hadolint dockerfiles/*.dockerfile
 	@for extra in "" docker-compose.override.yml docker-compose.gpu.yml docker-compose.ci.yml; do \
 	  docker-compose -f docker-compose.yml $${extra:+-f $$extra} config -q && echo "compose: docker-compose.yml $$extra ok"; done
+	@POSTGRES_PASSWORD=lint docker-compose -f docker-compose.yml -f docker-compose.labelling.yml --profile labelling config -q \
+	  && echo "compose: docker-compose.yml docker-compose.labelling.yml (profile labelling) ok"
 
 ##@ Cleaning
 .PHONY: clean

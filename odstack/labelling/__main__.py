@@ -1,0 +1,5 @@
+import sys
+
+from odstack.labelling.app import main
+
+sys.exit(main())
