@@ -329,7 +329,7 @@ test-labelling: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed $(VE
 test: test-core test-serving test-client test-labelling-api ## the whole test suite, locally (what it covers: README "Tests")
 
 test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(odapi_venvs) ## data, formats, training, export tests (.venv/odapi)
-	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests --ignore=tests/serving --ignore=tests/client $(PYTEST_ARGS)
+	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m pytest tests --ignore=tests/serving --ignore=tests/client --ignore=tests/labelling $(PYTEST_ARGS)
 
 test-serving: $(VENV)/modelserver/.dev-installed ## development model server tests (.venv/modelserver)
 	PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m pytest tests/serving $(PYTEST_ARGS)
