@@ -1,11 +1,12 @@
-"""Operations and docs: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json`` and the web page ``/``."""
+"""Operations and docs: ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``, the web page ``/`` and its
+link to the training jobs ``/jobs``."""
 from __future__ import annotations
 
 import json
 from importlib import resources
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, redirect
 
 from odclient import metrics, tfserving
 from odclient.errors import error_response
@@ -16,6 +17,15 @@ bp = Blueprint("ops", __name__)
 @bp.get("/")
 def index() -> Response:
     return current_app.send_static_file("index.html")
+
+
+@bp.get("/jobs")
+def jobs() -> Response:
+    """The training-job list of the labelling service (make label / make labelling-service), when it has one."""
+    url = current_app.config["JOBS_URL"]
+    if not url:
+        return error_response(404, "no_job_list", "no labelling service is configured (JOBS_URL is empty)")
+    return redirect(url, code=302)
 
 
 @bp.get("/healthz")

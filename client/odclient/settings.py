@@ -30,6 +30,8 @@ SETTINGS: dict[str, tuple[Callable[[str], Any], Any, str]] = {
     "STATUS_TIMEOUT": (float, 2.0, "gRPC deadline of GetModelStatus/GetModelMetadata, seconds"),
     "RETRY_AFTER": (int, 5, "Retry-After seconds on 503"),
     "JPEG_QUALITY": (int, 90, "quality of annotated JPEG answers"),
+    "JOBS_URL": (str, "http://127.0.0.1:9090/jobs", "the labelling service's training-job list, linked from the web "
+                 "page as /jobs ('': no link)"),
 }
 
 

@@ -299,3 +299,13 @@ def test_encoded_upload_forwarded_as_is_or_decoded_here_same_detections(app, fmt
     answer = client.post("/v1/detect", data=rotated.getvalue(), content_type="image/jpeg").get_json()
     assert answer["model"]["signature"] == "serving_default"
     assert (answer["images"][0]["width"], answer["images"][0]["height"]) == (120, 160)
+
+
+def test_the_page_links_to_the_training_jobs(client, app) -> None:
+    page = client.get("/").get_data(as_text=True)
+    assert 'href="/jobs"' in page
+    answer = client.get("/jobs")
+    assert answer.status_code == 302 and answer.headers["Location"] == "http://127.0.0.1:9090/jobs"
+    app.config["JOBS_URL"] = ""
+    answer = client.get("/jobs")
+    assert answer.status_code == 404 and answer.get_json()["code"] == "no_job_list"
