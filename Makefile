@@ -112,7 +112,7 @@ help: ## show this help
 	@echo; echo "  RUNNER is now: $(RUNNER)"
 
 ##@ Setup
-.PHONY: setup images venvs
+.PHONY: setup images images-labelling venvs
 setup: $(if $(filter docker,$(RUNNER)),images,venvs) ## RUNNER=local: create .venv/<image>; RUNNER=docker: build the images
 
 venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## create/refresh the local venvs from dockerfiles/requirements/*.txt (ODAPI=1: with the TF OD API)
@@ -140,6 +140,7 @@ $(VENV)/%/.dev-installed: $(VENV)/%/.installed $(REQ)/dev.txt
 	@touch $@
 
 images: image-odapi image-toco image-tfjs image-modelserver image-client image-proxy ## build every image (docker); one image: make image-<name>, e.g. image-odapi
+images-labelling: image-labelstudio image-labelling ## the labelling profile's images: Label Studio (from PyPI) and odstack's labelling service (on the odapi image)
 
 .PHONY: image-%
 image-%:
@@ -148,6 +149,7 @@ image-%:
 	@$(if $(and $(filter odapi toco,$*),$(ODAPI_ARCHIVE)),cp "$(ODAPI_ARCHIVE)" dockerfiles/odapi-src/models.tar.gz,true)
 	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 	  $(if $(filter odapi toco,$*),--build-arg ODAPI=$(ODAPI)) $(if $(filter 1,$(EDGETPU)),--build-arg EDGETPU=1) \
+	  $(if $(filter labelling,$*),--build-arg ODAPI_IMAGE=$(IMAGE_PREFIX)/odapi:$(TAG)) \
 	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(TAG) .
 	@rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 

@@ -17,22 +17,12 @@ ARG PIP_VERSION=26.3
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 COPY scripts/client/extract_protos.py /tmp/extract_protos.py
 COPY dockerfiles/requirements/client.txt dockerfiles/requirements/labelling.txt /tmp/req/
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    python3 -m venv /opt/labelling; \
-    if [ "$n" -gt 0 ]; then /opt/labelling/bin/pip config --site set global.cert /tmp/odstack-ca/bundle.pem; fi; \
-    /opt/labelling/bin/pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    /opt/labelling/bin/pip install --no-cache-dir -r /tmp/req/labelling.txt; \
+RUN python3 -m venv /opt/labelling; \
+    /tmp/odstack-ca/with-ca.sh /opt/labelling/bin/pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    /tmp/odstack-ca/with-ca.sh /opt/labelling/bin/pip install --no-cache-dir -r /tmp/req/labelling.txt; \
     site=$(/opt/labelling/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'); \
-    /opt/labelling/bin/python /tmp/extract_protos.py --target "$site" --wheel-dir /tmp/wheels --check; \
-    rm -rf /tmp/wheels /tmp/req /tmp/odstack-ca /tmp/extract_protos.py /opt/labelling/pip.conf
+    /tmp/odstack-ca/with-ca.sh /opt/labelling/bin/python /tmp/extract_protos.py --target "$site" --wheel-dir /tmp/wheels --check; \
+    rm -rf /tmp/wheels /tmp/req /tmp/odstack-ca /tmp/extract_protos.py
 
 COPY client/odclient/ /opt/odstack/client/odclient/
 COPY odstack/ /opt/odstack/odstack/

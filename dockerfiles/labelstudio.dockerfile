@@ -16,21 +16,11 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 ARG PIP_VERSION=26.3
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 COPY dockerfiles/requirements/labelstudio.txt /tmp/labelstudio.txt
-RUN n=0; \
-    for crt in /tmp/odstack-ca/*.crt; do \
-        [ -f "$crt" ] || continue; \
-        if [ "$n" = 0 ] && [ -f /etc/ssl/certs/ca-certificates.crt ]; then \
-            cat /etc/ssl/certs/ca-certificates.crt > /tmp/odstack-ca/bundle.pem; \
-        fi; \
-        cat "$crt" >> /tmp/odstack-ca/bundle.pem; \
-        n=$((n + 1)); \
-    done; \
-    python3 -m venv /opt/venv; \
-    if [ "$n" -gt 0 ]; then /opt/venv/bin/pip config --site set global.cert /tmp/odstack-ca/bundle.pem; fi; \
-    /opt/venv/bin/pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    /opt/venv/bin/pip install --no-cache-dir -r /tmp/labelstudio.txt; \
+RUN python3 -m venv /opt/venv; \
+    /tmp/odstack-ca/with-ca.sh /opt/venv/bin/pip install --no-cache-dir "pip==${PIP_VERSION}"; \
+    /tmp/odstack-ca/with-ca.sh /opt/venv/bin/pip install --no-cache-dir -r /tmp/labelstudio.txt; \
     /opt/venv/bin/pip uninstall -q -y pip; \
-    rm -f /opt/venv/pip.conf
+    rm -rf /tmp/odstack-ca
 
 FROM ${BASE_IMAGE}
 SHELL ["/bin/bash", "-euo", "pipefail", "-c"]
