@@ -50,6 +50,20 @@ ANNOTATED ?=             ## predict: save the drawn JPEG here
 SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
 
+# Unknown command-line variables (`make train BACH=4`) stop make before anything runs, with a suggestion.
+# Known: every variable documented above, and make's own (special and implicit-rule variables).
+documented_vars := $(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+make_own_vars := MAKEFLAGS MAKEFILES MAKEOVERRIDES MAKELEVEL MAKECMDGOALS MAKE SHELL .SHELLFLAGS GNUMAKEFLAGS \
+	VPATH CURDIR SUFFIXES .DEFAULT_GOAL .RECIPEPREFIX .LIBPATTERNS MAKE_TERMOUT MAKE_TERMERR MAKE_RESTARTS \
+	CC CXX CPP CFLAGS CXXFLAGS CPPFLAGS LDFLAGS LDLIBS AR ARFLAGS AS LD RM
+unknown_vars := $(filter-out $(documented_vars) $(make_own_vars), \
+	$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(unknown_vars),)
+did_you_mean := $(shell python3 -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1].upper(), sys.argv[2:], 1); \
+	print(f"; did you mean {m[0]}?" if m else "")' $(firstword $(unknown_vars)) $(documented_vars))
+$(error unknown variable $(firstword $(unknown_vars))$(did_you_mean) [make help lists every variable; any other setting: ARGS="key=value ..."])
+endif
+
 # (`VAR ?= value  ## doc` keeps the spaces before `##`: strip every documented variable once)
 $(foreach v,$(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' $(firstword $(MAKEFILE_LIST))),$(eval override $(v) := $(strip $($(v)))))
 ifeq ($(RUNNER),auto)
