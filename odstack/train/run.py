@@ -38,7 +38,7 @@ class TrainSettings:
     engine: str = "tfvision"
     model: str = "auto"
     run: str = "auto"
-    data: Path = Path("input/tf_records")
+    data: str = "auto"
     steps: int = 1000
     batch: int | str = "auto"
     image_size: int | str = "auto"
@@ -73,7 +73,7 @@ class EvalSettings:
 
     run: str = "auto"
     checkpoint: str = "latest"
-    data: Path = Path("input/tf_records")
+    data: str = "auto"
 
 
 @dataclass
@@ -239,6 +239,31 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name
     return prefix if checkpoint_exists(prefix) else None
+
+
+def resolve_data(data: str | Path | None, run: "RunDir", stage: str) -> Path:
+    """The dataset a stage of ``run`` uses, logged with where it came from.
+
+    ``data=<dir>`` wins; ``auto`` is the dataset recorded in the run's run.json (a new run: the default
+    output of `make data`). A recorded dataset that is gone is an error naming run.json and DATA=.
+    """
+    from odstack.settings import defaults
+
+    if data not in ("auto", "", None):
+        directory, source = Path(data), "data="
+    elif run.exists() and run.info().get("data"):
+        directory, source = Path(run.info()["data"]), f"recorded in {run.run_json}"
+    else:
+        directory, source = Path(defaults("data")["out"]), "the default output of `make data`"
+    if not (directory / "label_map.pbtxt").exists():
+        if source.startswith("recorded"):
+            raise DatasetError(f"run {run.path.name} was trained on {directory} (its run.json), which is no longer "
+                               "the output of `make data`", where=str(directory),
+                               hint=f"pass DATA=<the dataset's directory>, or re-create it there with "
+                                    f"`make data OUT={directory}`")
+        DatasetInfo.load(directory)  # raises with its own hint
+    LOGGER.info("%s: dataset %s (%s)", stage, directory, source)
+    return directory
 
 
 def resolve_run_name(name: str) -> str:

@@ -11,14 +11,14 @@ import time
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
 from odstack.train import engines
-from odstack.train.run import (DatasetInfo, EvalSettings, RunDir, TrainSettings, resolve_run_name,
+from odstack.train.run import (DatasetInfo, EvalSettings, RunDir, TrainSettings, resolve_data, resolve_run_name,
                                select_checkpoint)
 
 
 def train(settings: TrainSettings) -> RunDir:
     engine = engines.get(settings.engine)
-    data = DatasetInfo.load(settings.data)
     run = RunDir.named(settings.resolved_run())
+    data = DatasetInfo.load(resolve_data(settings.data, run, "train"))
     resumed = run.trained()  # engine.train starts (or checks and resumes) the run itself
     LOGGER.info("train[%s]: %s run %s: model %s, %d classes, %s train / %s val images, %d steps",
                 engine.NAME, "resuming" if resumed else "new", run.path, settings.resolved_model(),
@@ -33,7 +33,7 @@ def evaluate(settings: EvalSettings) -> dict:
     run = RunDir.named(resolve_run_name(settings.run))
     info = run.info()
     engine = engines.get(info["engine"])
-    data = DatasetInfo.load(settings.data)
+    data = DatasetInfo.load(resolve_data(settings.data, run, "eval"))
     if not data.val_shards:
         raise ConfigError("the dataset has no val shards to evaluate on", where=str(data.directory),
                           hint="re-run `make data` with VAL_FRACTION > 0")
