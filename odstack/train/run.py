@@ -189,10 +189,13 @@ class RunDir:
             return {"metric": BEST_METRIC, "history": [], "best": None, "latest": None}
         return json.loads(self.metrics_json.read_text(encoding="utf-8"))
 
-    def record_eval(self, step: int, checkpoint: Path, values: dict[str, float]) -> bool:
-        """Add one evaluation; if it is the best so far, copy its checkpoint to best/. True if best."""
+    def record_eval(self, step: int, checkpoint: Path, values: dict[str, float],
+                    extra: dict[str, Any] | None = None) -> bool:
+        """Add one evaluation; if it is the best so far, copy its checkpoint to best/. True if best.
+        ``extra``: JSON-ready details kept with it (per-class AP, best-F1 threshold)."""
         metrics = self.metrics()
-        entry = {"step": int(step), "checkpoint": str(checkpoint), **{k: float(v) for k, v in values.items()}}
+        entry = {"step": int(step), "checkpoint": str(checkpoint),
+                 **{k: v if isinstance(v, dict) else float(v) for k, v in values.items()}, **(extra or {})}
         metrics["history"] = [h for h in metrics["history"] if h["step"] != entry["step"]] + [entry]
         metrics["history"].sort(key=lambda h: h["step"])
         metrics["latest"] = entry

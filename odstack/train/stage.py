@@ -40,8 +40,9 @@ def evaluate(settings: EvalSettings) -> dict:
     checkpoint = select_checkpoint(run, settings.checkpoint)
     values = engine.evaluate(run, checkpoint, data)
     step = int(values.pop("step"))
+    extra = {key: values.pop(key) for key in ("per_class", "best_f1") if key in values}
     if settings.checkpoint != "best":
-        run.record_eval(step, checkpoint, values)
+        run.record_eval(step, checkpoint, values, extra)
     LOGGER.info("eval[%s]: %s step %d: AP %.3f, AP50 %.3f, AP75 %.3f -> %s", info["engine"], checkpoint, step,
                 values.get("AP", float("nan")), values.get("AP50", float("nan")), values.get("AP75", float("nan")),
                 run.metrics_json)

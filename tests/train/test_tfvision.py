@@ -144,6 +144,31 @@ def test_pipeline_yaml_is_base_plus_overrides_and_loads_back(trained, dataset):
     assert full["task"]["model"] == params.as_dict()["task"]["model"]
 
 
+def test_insight_after_each_evaluation(trained, dataset):
+    """Issue 11: every evaluation during training leaves per-class AP, the best-F1 threshold and the
+    plots; the numbers agree with Model Garden's own COCO AP50 of the same evaluation."""
+    run, _ = trained
+    metrics = json.loads(run.metrics_json.read_text())
+    for entry in metrics["history"]:
+        assert set(entry["per_class"]) == set(dataset.labels), entry["step"]
+        assert 0.0 <= entry["best_f1"]["threshold"] < 1.0 and entry["train_loss"] > 0
+        mean_ap50 = sum(row["AP50"] for row in entry["per_class"].values()) / len(entry["per_class"])
+        assert mean_ap50 == pytest.approx(entry["AP50"], abs=1e-3)
+    saved = json.loads((run.path / "eval" / "insight.json").read_text())
+    assert saved["step"] == STEPS and saved["per_class"] == metrics["latest"]["per_class"]
+    drawn = saved["drawn"]
+    assert drawn["pr_curves.png"] == len(dataset.labels) and drawn["f1_curve.png"] == len(dataset.labels) + 1
+    assert drawn["confusion_matrix.png"] == (len(dataset.labels) + 1) ** 2
+    assert drawn["results.png"] >= 4  # training losses from TensorBoard, val losses, AP, AP50
+    assert drawn["val_mosaic.png"] == 8
+    confusion = json.loads((run.path / "eval" / "confusion_matrix.json").read_text())
+    # every val box is in a column once: matched to a class or missed (background row)
+    val_boxes = sum(row["val_boxes"] for row in saved["per_class"].values())
+    assert sum(confusion["matrix"][i][j] for i in range(len(confusion["matrix"]))
+               for j in range(len(dataset.labels))) == val_boxes
+    assert {"pr_curve/circle/pr_curves", "val_predictions_vs_ground_truth"} <= _event_tags(run.path / "eval")
+
+
 # ------------------------------------------------------------------------------ resume and best/
 
 def test_resume_continues_the_step_counter(resumed):
@@ -170,6 +195,7 @@ def test_evaluate_best_and_latest_and_best_keeps_the_higher_ap(resumed, dataset)
     from_latest = tfvision.evaluate(resumed, resumed.path, dataset)  # a run directory: its latest checkpoint
     assert from_latest["step"] == RESUMED_STEPS
     assert from_latest["AP"] == pytest.approx(latest["AP"], abs=1e-4)
+    assert set(from_latest["per_class"]) == set(dataset.labels) and "threshold" in from_latest["best_f1"]
     assert from_best["AP"] >= from_latest["AP"] - 1e-6
 
     # re-recording an older, weaker checkpoint (its real metrics from training) must not replace best/

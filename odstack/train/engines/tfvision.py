@@ -22,6 +22,7 @@ TensorFlow is imported inside the functions: importing this module (e.g. for `ma
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -37,9 +38,11 @@ from urllib.parse import urlparse
 
 import yaml
 
+from odstack import tfrecord
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER
+from odstack.train import insight
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
 NAME = "tfvision"
@@ -378,11 +381,67 @@ def _scalars(logs: dict[str, Any]) -> dict[str, float]:
     return values
 
 
+class _EvalCapture:
+    """The COCO ground truth and detections of the task's last evaluation, for odstack.train.insight.
+
+    Model Garden's COCO evaluator builds both during an evaluation and drops them in the task's
+    ``reduce_aggregated_logs``, right after computing its numbers: this wraps that one method of the
+    task instance and converts them first, with Model Garden's own COCO converters.
+    """
+
+    def __init__(self, task):
+        self.ground_truth: dict[str, Any] | None = None
+        self.detections: list[dict[str, Any]] = []
+        original = task.reduce_aggregated_logs
+
+        def reduce_aggregated_logs(aggregated_logs, global_step=None):
+            from official.vision.evaluation import coco_utils
+
+            metric = getattr(task, "coco_metric", None)
+            if metric is not None and metric._groundtruths:  # noqa: SLF001 - see the class docstring
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self.ground_truth = coco_utils.convert_groundtruths_to_coco_dataset(metric._groundtruths)
+                    self.detections = coco_utils.convert_predictions_to_coco_annotations(metric._predictions)
+            return original(aggregated_logs, global_step)
+
+        task.reduce_aggregated_logs = reduce_aggregated_logs
+
+
+def _mosaic_images(data: DatasetInfo, count: int = insight.MOSAIC_IMAGES) -> dict[int, Any]:
+    """The first val images, keyed by the source id Model Garden's decoder gives them (regenerated:
+    a hash of the encoded image), so they meet their ground truth and detections."""
+    import numpy as np
+    from PIL import Image
+
+    tf = _import_tensorflow()
+    from official.vision.dataloaders import tf_example_decoder
+
+    images = {}
+    for example in tfrecord.read_examples(data.val_shards):
+        encoded = example[tfrecord.Keys.ENCODED][0]
+        source_id = int(tf_example_decoder._generate_source_id(tf.constant(encoded)).numpy())  # noqa: SLF001
+        images[source_id] = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+        if len(images) >= count:
+            break
+    return images
+
+
+def _insight(run: RunDir, step: int, capture: _EvalCapture, data: DatasetInfo) -> dict[str, Any]:
+    """Per-class AP, PR/F1 curves, confusion matrix, mosaics, results.png of one evaluation (insight.py)."""
+    if capture.ground_truth is None:
+        return {}
+    names = {class_id: name for name, class_id in data.labels.items()}
+    return insight.analyze(run.path, step, capture.ground_truth, capture.detections, names,
+                           _mosaic_images(data), run.metrics().get("history", []))
+
+
 class _Recorder:
     """Orbit train/eval actions: times training, records every evaluation in the run, logs one line."""
 
-    def __init__(self, run: RunDir, total_steps: int):
+    def __init__(self, run: RunDir, total_steps: int, data: DatasetInfo | None = None):
         self.run = run
+        self.data = data
+        self.capture: _EvalCapture | None = None  # set once the task exists
         self.total_steps = total_steps
         self.manager = None      # set once the runner exists (the actions are created before it)
         self.global_step = None
@@ -413,7 +472,9 @@ class _Recorder:
             saved = self.manager.save(checkpoint_number=step, check_interval=False)
             latest = saved or self.manager.latest_checkpoint
         metrics = _scalars(output)
-        is_best = self.run.record_eval(step, Path(latest), metrics)
+        metrics["train_loss"] = self.loss
+        extra = _insight(self.run, step, self.capture, self.data) if self.capture else {}
+        is_best = self.run.record_eval(step, Path(latest), metrics, extra)
         rate = self.steps / self.seconds if self.seconds > 0 else float("nan")
         LOGGER.info("%s step %*d/%d  loss %.3f  AP50 %.3f  AP %.3f  %.1f steps/s%s", _PREFIX,
                     len(str(self.total_steps)), step, self.total_steps, self.loss, metrics.get("AP50", -1.0),
@@ -449,11 +510,12 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     if not plan.init_checkpoint:
         LOGGER.info("%s from scratch (no init_checkpoint)", _PREFIX)
 
-    recorder = _Recorder(run, plan.steps)
+    recorder = _Recorder(run, plan.steps, data)
     started = time.monotonic()
     with _chatter_to(run.path / CHATTER_FILE):
         with strategy.scope():
             task = task_factory.get_task(params.task, logging_dir=str(run.path))
+        recorder.capture = _EvalCapture(task)
         runner = train_lib.OrbitExperimentRunner(
             distribution_strategy=strategy, task=task, mode="train_and_eval" if evaluate_too else "train",
             params=params, model_dir=str(run.path), train_actions=[recorder.train_action],
@@ -502,10 +564,12 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
                          {"task": {"validation_data": {"input_path": data.val_pattern}}})
     with _chatter_to(run.path / CHATTER_FILE), strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(run.path))
+        capture = _EvalCapture(task)
         trainer = train_utils.create_trainer(params, task, train=False, evaluate=True)
         # expect_partial: the optimizer's slots are in the checkpoint but evaluation never builds them
         trainer.checkpoint.read(str(prefix)).expect_partial()
         logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
-    values = _scalars(logs)
+    values: dict[str, Any] = _scalars(logs)
     values["step"] = float(trainer.global_step.numpy())
+    values.update(_insight(run, int(values["step"]), capture, data))
     return values
