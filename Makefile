@@ -45,7 +45,7 @@ CLIENT_PORT ?= 8080      ## serve/predict: client port on 127.0.0.1
 MODEL_NAME ?= detector   ## export/serve: output/serving/<MODEL_NAME>/<version>/ (= dockerfiles/serving/models.config)
 COMPOSE_FILES ?=         ## serve: e.g. -f docker-compose.yml -f docker-compose.ci.yml (no registry)
 IMAGE ?=                 ## predict: image file(s)
-THRESHOLD ?=             ## predict: min score
+THRESHOLD ?=             ## predict: min score (default: the served model's best-F1 threshold, assets.extra/thresholds.json)
 ANNOTATED ?=             ## predict: save the drawn JPEG here
 SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
@@ -254,8 +254,9 @@ endif
 
 predict: ## send IMAGE=photo.jpg to the running client, print detections (ANNOTATED=out.jpg saves the drawing)
 	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg"; exit 1; }
-	@$(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
-	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--jpeg $(ANNOTATED))
+	@threshold="$(or $(THRESHOLD),$$(python3 scripts/served_threshold.py output/serving/$(MODEL_NAME)))"; \
+	  $(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
+	  $${threshold:+--threshold $$threshold} $(if $(ANNOTATED),--jpeg $(ANNOTATED))
 
 test-client: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## client tests: .venv/client runs pytest, the model server runs from .venv/modelserver
 	PYTHONPATH="$(CURDIR):$(CURDIR)/client" $(VENV)/client/bin/python -m pytest tests/client $(PYTEST_ARGS)

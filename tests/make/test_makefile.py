@@ -57,3 +57,23 @@ def test_strict_exit_code_3_is_in_makes_error_line(tmp_path):
     assert result.returncode == 2
     assert re.search(r"Makefile:\d+: data\] Error 3", result.stderr), result.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def test_predict_and_demo_default_to_the_served_models_best_f1_threshold(tmp_path):
+    import json
+    import sys
+
+    model = tmp_path / "serving" / "detector"
+    for version, threshold in ((2, 0.35), (10, 0.42)):  # versions compare as numbers: 10 is the newest
+        (model / str(version) / "assets.extra").mkdir(parents=True)
+        (model / str(version) / "assets.extra" / "thresholds.json").write_text(
+            json.dumps({"score_threshold": threshold, "source": f"best F1 on val, step {version}"}))
+    script = [sys.executable, str(REPO / "scripts" / "served_threshold.py")]
+    assert subprocess.run(script + [str(model)], capture_output=True, text=True).stdout.strip() == "0.42"
+    missing = tmp_path / "serving" / "other"
+    assert subprocess.run(script + [str(missing)], capture_output=True, text=True).stdout.strip() == ""
+    assert subprocess.run(script + [str(missing), "0.3"], capture_output=True, text=True).stdout.strip() == "0.3"
+    recipe = _make("-n", "predict", "IMAGE=photo.jpg").stdout
+    assert "scripts/served_threshold.py output/serving/detector" in recipe
+    assert "--threshold 0.5" in _make("-n", "predict", "IMAGE=photo.jpg", "THRESHOLD=0.5").stdout
+    assert "scripts/served_threshold.py" in (REPO / "scripts" / "demo.sh").read_text()
