@@ -75,5 +75,5 @@ def test_predict_and_demo_default_to_the_served_models_best_f1_threshold(tmp_pat
     assert subprocess.run(script + [str(missing), "0.3"], capture_output=True, text=True).stdout.strip() == "0.3"
     recipe = _make("-n", "predict", "IMAGE=photo.jpg").stdout
     assert "scripts/served_threshold.py output/serving/detector" in recipe
-    assert "--threshold 0.5" in _make("-n", "predict", "IMAGE=photo.jpg", "THRESHOLD=0.5").stdout
+    assert 'threshold="0.5"' in _make("-n", "predict", "IMAGE=photo.jpg", "THRESHOLD=0.5").stdout
     assert "scripts/served_threshold.py" in (REPO / "scripts" / "demo.sh").read_text()
