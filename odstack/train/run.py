@@ -47,6 +47,7 @@ class TrainSettings:
     from_scratch: bool = False
     init_checkpoint: str | None = None
     gpus: str = "auto"
+    precision: str = "float32"
     replan: bool = False
     zoo_cache: Path = Path("~/.cache/odstack/zoo")
     zoo_url: str = "auto"

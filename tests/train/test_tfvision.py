@@ -240,6 +240,7 @@ def test_registry():
     ({"image_size": 100}, "multiple of 32"),
     ({"batch": 0}, "batch"),
     ({"learning_rate": "fast"}, "learning_rate"),
+    ({"precision": "fp16"}, "precision='fp16' is not one of: float32, mixed_float16"),
 ])
 def test_bad_settings_fail_before_training(overrides, message, dataset, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -254,6 +255,12 @@ def test_learning_rate_scales_with_batch_and_schedule_with_steps():
     assert small.warmup_steps == 100 and large.warmup_steps == 500
     assert tfvision._plan(_settings(learning_rate=0.01)).learning_rate == 0.01
     assert tfvision._plan(_settings(image_size="auto")).image_size == 320
+
+
+def test_mixed_precision_reaches_model_gardens_runtime(dataset):
+    overrides = tfvision._overrides(tfvision._plan(_settings(precision="mixed_float16")), dataset)
+    assert overrides["runtime"]["mixed_precision_dtype"] == "mixed_float16"
+    assert tfvision._overrides(tfvision._plan(_settings()), dataset)["runtime"]["mixed_precision_dtype"] == "float32"
 
 
 def test_init_checkpoint_must_be_reachable(tmp_path):

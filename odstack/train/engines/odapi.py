@@ -80,6 +80,7 @@ def models() -> list[dict]:
 # ========================================================================================= train
 def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     require()
+    _announce_devices(settings.gpus)
     total = _round_up(settings.steps, STEPS_PER_LOOP)
     chunk = _round_up(settings.resolved_checkpoint_every(), STEPS_PER_LOOP)
     if total != settings.steps:
@@ -256,6 +257,19 @@ def _round_up(value: int, multiple: int) -> int:
 
 def _absolute(pattern: str) -> str:
     return str(Path(pattern).expanduser().absolute())
+
+
+def _announce_devices(gpus: str) -> None:
+    """Say which devices model_main_tf2 will train on (it uses MirroredStrategy over every visible GPU), and
+    refuse gpus=all/ids that no GPU here can satisfy, before the subprocess starts."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from odstack.train import devices
+
+    found = tf.config.list_physical_devices("GPU")
+    _, message = devices.choose(gpus, [d.name for d in found], "" if found else devices.no_gpu_reason(tf))
+    (LOGGER.warning if "no GPU visible" in message else LOGGER.info)("train[odapi]: %s", message)
 
 
 def _environment(settings: TrainSettings | None) -> dict[str, str]:

@@ -53,6 +53,7 @@ CHATTER_FILE = "tfvision.log"   # Orbit's and pycocotools' stdout prints (per lo
 EVAL_SUBDIR = "eval"            # TensorBoard: <run>/train (Orbit's fixed name) and <run>/eval
 KEEP_CHECKPOINTS = 5
 MAX_STEPS_PER_LOOP = 100        # steps inside one tf.function call; also the train summary interval
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Model Garden's runtime.mixed_precision_dtype
 _PREFIX = f"train[{NAME}]:"
 
 
@@ -108,6 +109,7 @@ class _Plan:
     every: int
     steps_per_loop: int
     init_checkpoint: str
+    precision: str = "float32"
 
 
 def _spec(settings: TrainSettings) -> ModelSpec:
@@ -150,11 +152,15 @@ def _plan(settings: TrainSettings) -> _Plan:
         if not lr > 0:
             raise ConfigError(f"learning_rate={settings.learning_rate!r} must be a positive number or auto")
     every = settings.resolved_checkpoint_every()
+    precision = str(settings.precision).strip().lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={settings.precision!r} is not one of: {', '.join(PRECISIONS)}",
+                          hint="mixed_float16 for NVIDIA GPUs (Volta or newer); float32 on a CPU")
     return _Plan(model=spec, image_size=size, batch=batch, learning_rate=lr,
                  # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
                  warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
                  steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
-                 init_checkpoint=_init_checkpoint(settings))
+                 init_checkpoint=_init_checkpoint(settings), precision=precision)
 
 
 def _init_checkpoint(settings: TrainSettings) -> str:
@@ -192,8 +198,9 @@ def _overrides(plan: _Plan, data: DatasetInfo) -> dict[str, Any]:
     size, batch = plan.image_size, plan.batch
     shuffle = min(1000, data.train_images or 1000)  # serialized records: bounded memory on big JPEGs
     return {
-        # float32: the base's bfloat16 is emulated (slow) on CPUs and most GPUs
-        "runtime": {"mixed_precision_dtype": "float32"},
+        # float32 by default: the base's bfloat16 is emulated (slow) on CPUs and most GPUs; precision=
+        # mixed_float16 on an NVIDIA GPU (Model Garden adds the loss scaling)
+        "runtime": {"mixed_precision_dtype": plan.precision},
         "task": {
             "init_checkpoint": plan.init_checkpoint,
             "init_checkpoint_modules": "backbone",
@@ -327,36 +334,23 @@ def _chatter_to(path: Path) -> Iterator[None]:
         yield
 
 
-def _strategy(gpus_setting: str):
+def _strategy(gpus_setting: str, doing: str = "training"):
     """The distribution strategy for ``gpus`` (auto | none | all | "0,1"), and a word for the log.
 
     One GPU (or the CPU): Model Garden's ``one_device``; several: ``mirrored`` over them (the batch is
-    global). Devices are chosen with ``set_visible_devices``, before TensorFlow initialises them.
+    global, split across them). Devices are chosen with ``set_visible_devices``, before TensorFlow
+    initialises them; which ones, and why not a GPU, is said loudly (odstack.train.devices).
     """
     tf = _import_tensorflow()
     from official.common import distribute_utils
 
+    from odstack.train import devices
+
     found = tf.config.list_physical_devices("GPU")
-    wanted = str(gpus_setting or "auto").strip().lower()
-    if wanted == "none":
-        chosen = []
-    elif wanted in ("auto", "all"):
-        chosen = tf.config.get_visible_devices("GPU")  # what an earlier call in this process left visible
-    else:
-        try:
-            ids = [int(part) for part in wanted.split(",") if part.strip()]
-        except ValueError:
-            ids = []
-        if not ids:
-            raise ConfigError(f"gpus={gpus_setting!r} must be auto, none, all or device ids like 0,1")
-        missing = [i for i in ids if not 0 <= i < len(found)]
-        if missing:
-            raise ConfigError(f"gpus={gpus_setting!r}: TensorFlow sees {len(found)} GPU(s), not device(s) {missing}",
-                              hint="check nvidia-smi / the container's GPU access, or pass gpus=none")
-        chosen = [found[i] for i in ids]
-    if wanted == "all" and not found:
-        raise ConfigError("gpus=all asked for GPUs but TensorFlow sees none",
-                          hint="check the NVIDIA driver/container toolkit (nvidia-smi), or pass gpus=none")
+    reason = "" if found else devices.no_gpu_reason(tf)
+    ids, message = devices.choose(gpus_setting, [d.name for d in found], reason, doing)
+    chosen = [found[i] for i in ids]
+    (LOGGER.warning if not chosen and "no GPU visible" in message else LOGGER.info)("%s %s", _PREFIX, message)
     if chosen != tf.config.get_visible_devices("GPU"):
         tf.config.set_visible_devices(chosen, "GPU")
     if len(chosen) > 1:
@@ -504,6 +498,9 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     LOGGER.info("%s %s at %d px, batch %d, lr %g (warmup %d, cosine to step %d), %s; checkpoint%s every %d steps",
                 _PREFIX, plan.model.name, plan.image_size, plan.batch, plan.learning_rate, plan.warmup_steps,
                 plan.steps, device, " + eval" if evaluate_too else "", plan.every)
+    if plan.precision != "float32" and device == "CPU":
+        LOGGER.warning("%s precision=%s on a CPU is emulated, slower than float32; it is meant for GPUs", _PREFIX,
+                       plan.precision)
     if not evaluate_too:
         LOGGER.warning("%s no val shards in %s: training only (no metrics.json, no best/); re-run `make data` "
                        "with val_fraction > 0 to evaluate", _PREFIX, data.directory)
@@ -559,7 +556,7 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
     from official.core import task_factory, train_utils
 
     prefix = resolve_checkpoint(Path(checkpoint))
-    strategy, _ = _strategy("auto")
+    strategy, _ = _strategy("auto", "evaluating")
     params = load_params(run.path / PIPELINE_FILE,
                          {"task": {"validation_data": {"input_path": data.val_pattern}}})
     with _chatter_to(run.path / CHATTER_FILE), strategy.scope():
