@@ -154,7 +154,7 @@ image-%:
 	@rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 
 ##@ Pipeline
-.PHONY: data demo train eval models tensorboard synth export tflite tfjs parity
+.PHONY: data demo train eval models tensorboard synth export tflite tfjs parity doctor
 data: $(call on_local,$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
@@ -199,6 +199,15 @@ tfjs: $(call on_local,$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-l
 
 parity: $(call on_local,$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
 	$(call run_stage,toco,parity.sh,$(parity_args))
+
+doctor: $(call on_local,$(VENV)/odapi/.installed) ## one screen (+ output/doctor.json): TF and its CUDA/cuDNN, GPUs TF sees and why not, nvidia-smi, Docker runtimes, compose, engines, caches, free disk
+ifeq ($(RUNNER),docker)
+	@echo "== host"; PYTHONPATH="$(CURDIR)" python3 -m odstack.doctor
+	@echo "== in the odapi image (where training runs)"
+	@$(call run_stage,odapi,doctor.sh,$(ARGS),$(docker_gpus))
+else
+	@$(call run_stage,odapi,doctor.sh,$(ARGS))
+endif
 
 synth: $(call on_local,$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
 	$(call run_stage,odapi,synth.sh,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))

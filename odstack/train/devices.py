@@ -22,7 +22,7 @@ def no_gpu_reason(tf) -> str:
     causes = []
     if not info.get("is_cuda_build"):
         causes.append("this TensorFlow is a CPU-only build")
-    elif not cuda_libraries():
+    elif not cuda_libraries(info):
         causes.append(f"TensorFlow is built for CUDA {info.get('cuda_version', '?')} / cuDNN "
                       f"{info.get('cudnn_version', '?')} but those libraries are not installed (the GPU variant "
                       "installs them: `make venvs GPU=1`, `make image-odapi GPU=1`)")
@@ -36,16 +36,27 @@ def no_gpu_reason(tf) -> str:
                                  "(driver older than the CUDA version TensorFlow was built for?)")
 
 
-def cuda_libraries() -> list[str]:
-    """Where the CUDA/cuDNN libraries TensorFlow loads come from: NVIDIA's PyPI wheels or the system."""
-    import ctypes.util
+def cuda_libraries(build: dict | None = None) -> list[str]:
+    """The CUDA runtime/cuDNN TensorFlow needs (the major versions it was built for), where found: NVIDIA's
+    PyPI wheels (tensorflow[and-cuda]) or system libraries. Empty: TensorFlow cannot use a GPU here."""
+    import ctypes
     import importlib.util
 
     found = []
     if importlib.util.find_spec("nvidia") is not None and importlib.util.find_spec("nvidia.cudnn") is not None:
-        found.append("pip: nvidia-* wheels (tensorflow[and-cuda])")
-    if ctypes.util.find_library("cudnn") or ctypes.util.find_library("cudart"):
-        found.append("system libraries (libcudart/libcudnn)")
+        found.append("pip nvidia-* wheels")
+    build = build or {}
+    cuda = str(build.get("cuda_version") or "12").split(".")[0]
+    cudnn = str(build.get("cudnn_version") or "9").split(".")[0]
+    system = []
+    for name in (f"libcudart.so.{cuda}", f"libcudnn.so.{cudnn}"):
+        try:
+            ctypes.CDLL(name)
+            system.append(name)
+        except OSError:
+            pass
+    if len(system) == 2:
+        found.append(f"system {' + '.join(system)}")
     return found
 
 
