@@ -40,6 +40,7 @@ QUANT ?=                 ## tflite: float | fp16 | dynamic | int8 | all, or a co
 EDGETPU ?=               ## tflite: 1 = compile int8 for Coral (toco image built with EDGETPU=1)
 CALIBRATION ?=           ## tflite: val images for int8 calibration (default 100)
 CONFIG ?=                ## train TF=1: a TF1 pipeline.config to train with model_main.py
+GPU ?= 0                 ## 1 = the GPU variant of the training environment (tensorflow[and-cuda], dockerfiles/requirements/odapi-gpu.txt): make venvs GPU=1, make image-odapi GPU=1 (tag <TAG>-gpu), and make train/eval/doctor use it
 ODAPI ?= 0               ## 1 = install the TF Object Detection API into the odapi and toco venvs/images (make venvs|images ODAPI=1); from GitHub unless ODAPI_ARCHIVE
 ODAPI_ARCHIVE ?=         ## a local .tar.gz of tensorflow/models (or its research/) at the pinned commit: the OD API without GitHub
 CLIENT_PORT ?= 8080      ## serve/predict: client port on 127.0.0.1
@@ -92,13 +93,16 @@ eval_args = $(call kv,RUN=run DATA=data CHECKPOINT=checkpoint)
 # GPUs in containers need the NVIDIA runtime; ask for them only when the engine has it and GPUS allows.
 docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia && echo y),--gpus $(if $(filter-out auto all,$(GPUS)),'"device=$(GPUS)"',all)))
 
+# $(call image_tag,<image>): TAG, or TAG-gpu for the odapi image's GPU variant (GPU=1)
+image_tag = $(TAG)$(if $(and $(filter 1,$(GPU)),$(filter odapi,$(1))),-gpu)
+
 # $(call run_stage,<image>,<script>,<args>): the same container script, in the image or in the local venv.
 # docker: the repo is mounted read-only at /workspace with input/ and output/ writable on top, so every
 # repo-relative path means the same thing in both runners; files are written as the calling user.
 ifeq ($(RUNNER),docker)
 run_stage = mkdir -p "$(HOME)/.cache/odstack" && docker run --rm --network host --user $$(id -u):$$(id -g) $(4) \
 	-v "$(CURDIR)":/workspace:ro -v "$(CURDIR)/input":/workspace/input -v "$(CURDIR)/output":/workspace/output \
-	-v "$(HOME)/.cache/odstack":/tmp/.cache/odstack -w /workspace $(IMAGE_PREFIX)/$(1):$(TAG) \
+	-v "$(HOME)/.cache/odstack":/tmp/.cache/odstack -w /workspace $(IMAGE_PREFIX)/$(1):$(call image_tag,$(1)) \
 	/opt/odstack/container_scripts/$(2) $(3)
 else
 run_stage = PATH="$(CURDIR)/$(VENV)/$(1)/bin:$$PATH" PYTHONPATH="$(CURDIR)" container_scripts/$(2) $(3)
@@ -117,7 +121,13 @@ help: ## show this help
 .PHONY: setup images venvs
 setup: $(if $(filter docker,$(RUNNER)),images,venvs) ## RUNNER=local: create .venv/<image>; RUNNER=docker: build the images
 
-venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## create/refresh the local venvs from dockerfiles/requirements/*.txt (ODAPI=1: with the TF OD API)
+# ODAPI=1: the TF OD API on top of a venv's requirements, wherever it is used (odapi: train/eval/export;
+# toco: TFLite export of an OD API model runs its export_tflite_graph_tf2)
+odapi_venvs = $(if $(filter 1,$(ODAPI)),$(VENV)/odapi/.odapi-installed $(VENV)/toco/.odapi-installed)
+# GPU=1: odapi-gpu.txt (odapi.txt + tensorflow[and-cuda]) on top of the odapi venv
+gpu_venvs = $(if $(filter 1,$(GPU)),$(VENV)/odapi/.gpu-installed)
+
+venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) $(gpu_venvs) ## create/refresh the local venvs from dockerfiles/requirements/*.txt (ODAPI=1: with the TF OD API; GPU=1: the CUDA wheels too)
 
 $(VENV)/%/.installed: $(REQ)/%.txt
 	@echo "setup: $(VENV)/$* from $<"
@@ -125,12 +135,14 @@ $(VENV)/%/.installed: $(REQ)/%.txt
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
 	@touch $@
 
-# ODAPI=1: the TF OD API on top of a venv's requirements, wherever it is used (odapi: train/eval/export;
-# toco: TFLite export of an OD API model runs its export_tflite_graph_tf2)
-odapi_venvs = $(if $(filter 1,$(ODAPI)),$(VENV)/odapi/.odapi-installed $(VENV)/toco/.odapi-installed)
 $(VENV)/%/.odapi-installed: $(VENV)/%/.installed scripts/odapi/install_odapi.sh
 	@echo "setup: the TF Object Detection API into $(VENV)/$* from $(or $(ODAPI_ARCHIVE),GitHub)"
 	@PYTHON=$(VENV)/$*/bin/python ODAPI_ARCHIVE="$(ODAPI_ARCHIVE)" bash scripts/odapi/install_odapi.sh
+	@touch $@
+
+$(VENV)/odapi/.gpu-installed: $(VENV)/odapi/.installed $(REQ)/odapi-gpu.txt
+	@echo "setup: $(VENV)/odapi GPU variant from $(REQ)/odapi-gpu.txt (NVIDIA CUDA/cuDNN wheels, ~3 GB)"
+	@$(VENV)/odapi/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/odapi-gpu.txt
 	@touch $@
 
 $(TFJS_JS)/node_modules/.package-lock.json: $(TFJS_JS)/package.json $(TFJS_JS)/package-lock.json
@@ -150,7 +162,8 @@ image-%:
 	@$(if $(and $(filter odapi toco,$*),$(ODAPI_ARCHIVE)),cp "$(ODAPI_ARCHIVE)" dockerfiles/odapi-src/models.tar.gz,true)
 	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 	  $(if $(filter odapi toco,$*),--build-arg ODAPI=$(ODAPI)) $(if $(filter 1,$(EDGETPU)),--build-arg EDGETPU=1) \
-	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(TAG) .
+	  $(if $(and $(filter 1,$(GPU)),$(filter odapi,$*)),--build-arg REQUIREMENTS=odapi-gpu.txt) \
+	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(call image_tag,$*) .
 	@rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 
 ##@ Pipeline
@@ -164,7 +177,7 @@ demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/
 	RUNNER=$(RUNNER) MODEL_NAME=$(MODEL_NAME) CLIENT_PORT=$(CLIENT_PORT) \
 	  COMPOSE_FILES="$(COMPOSE_FILES)" bash scripts/demo.sh
 
-train: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
+train: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs) $(gpu_venvs)) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
 ifeq ($(TF),1)
 	@test -n "$(CONFIG)" -a -n "$(RUN)" || { echo "train TF=1: set CONFIG=<TF1 pipeline.config> and RUN=<name> (docker only)"; exit 2; }
 	@mkdir -p output/$(RUN) && { [ "$(CONFIG)" -ef output/$(RUN)/pipeline.config ] || cp "$(CONFIG)" output/$(RUN)/pipeline.config; }
@@ -173,7 +186,7 @@ else
 	$(call run_stage,odapi,train.sh,$(train_args),$(docker_gpus))
 endif
 
-eval: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
+eval: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs) $(gpu_venvs)) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
 	$(call run_stage,odapi,eval.sh,$(eval_args))
 
 models: $(call on_local,$(VENV)/odapi/.installed) ## list the trainable models (model zoo with speed/mAP)
@@ -200,7 +213,7 @@ tfjs: $(call on_local,$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-l
 parity: $(call on_local,$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
 	$(call run_stage,toco,parity.sh,$(parity_args))
 
-doctor: $(call on_local,$(VENV)/odapi/.installed) ## one screen (+ output/doctor.json): TF and its CUDA/cuDNN, GPUs TF sees and why not, nvidia-smi, Docker runtimes, compose, engines, caches, free disk
+doctor: $(call on_local,$(VENV)/odapi/.installed $(gpu_venvs)) ## one screen (+ output/doctor.json): TF and its CUDA/cuDNN, GPUs TF sees and why not, nvidia-smi, Docker runtimes, compose, engines, caches, free disk
 ifeq ($(RUNNER),docker)
 	@echo "== host"; PYTHONPATH="$(CURDIR)" python3 -m odstack.doctor
 	@echo "== in the odapi image (where training runs)"
@@ -275,7 +288,7 @@ bench-serving: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## s
 	PYTHONPATH="$(CURDIR)" $(VENV)/client/bin/python -m bench.serving_bench
 
 ##@ Quality
-.PHONY: test test-core test-serving test-odapi test-docker bench lint
+.PHONY: test test-core test-serving test-odapi test-docker bench lint check-gpu-requirements
 test: test-core test-serving test-client ## the whole test suite, locally (what it covers: README "Tests")
 
 test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(odapi_venvs) ## data, formats, training, export tests (.venv/odapi)
@@ -294,6 +307,9 @@ test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests
 bench: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench --images 20000
 	PYTHONPATH="$(CURDIR)" $(VENV)/toco/bin/python -m bench.convert_bench
+
+check-gpu-requirements: ## does the GPU variant (odapi-gpu.txt: tensorflow[and-cuda]) resolve from PyPI? pip --dry-run --report in a scratch venv (~1 min, no GPU needed) -> output/gpu-requirements.json
+	PYTHON=$(PYTHON) bash scripts/gpu/check_requirements.sh
 
 lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile, `docker-compose config` over every compose file
 	$(VENV)/odapi/bin/hadolint dockerfiles/*.dockerfile

@@ -38,7 +38,9 @@ ARG PIP_VERSION=26.3
 # appended to the base's own bundle; the image's trust store is left unchanged. Builds without any.
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.
-COPY dockerfiles/requirements/odapi.txt /opt/odstack/requirements/odapi.txt
+# REQUIREMENTS=odapi-gpu.txt: the GPU variant (tensorflow[and-cuda]; `make image-odapi GPU=1`, tag <TAG>-gpu).
+ARG REQUIREMENTS=odapi.txt
+COPY dockerfiles/requirements/odapi.txt dockerfiles/requirements/odapi-gpu.txt /opt/odstack/requirements/
 RUN n=0; \
     for crt in /tmp/odstack-ca/*.crt; do \
         [ -f "$crt" ] || continue; \
@@ -54,7 +56,7 @@ RUN n=0; \
     fi; \
     python3 -m venv /opt/venv; \
     pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    pip install --no-cache-dir -r /opt/odstack/requirements/odapi.txt; \
+    pip install --no-cache-dir -r "/opt/odstack/requirements/${REQUIREMENTS}"; \
     python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 
