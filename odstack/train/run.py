@@ -48,6 +48,7 @@ class TrainSettings:
     init_checkpoint: str | None = None
     gpus: str = "auto"
     precision: str = "float32"
+    progress_every: float = 30.0
     replan: bool = False
     zoo_cache: Path = Path("~/.cache/odstack/zoo")
     zoo_url: str = "auto"

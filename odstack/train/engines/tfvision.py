@@ -41,7 +41,7 @@ import yaml
 from odstack import tfrecord
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
-from odstack.log import LOGGER
+from odstack.log import LOGGER, LiveProgress
 from odstack.train import insight
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
@@ -52,7 +52,8 @@ PARAMS_FILE = "params.yaml"     # the fully resolved config, as Model Garden's t
 CHATTER_FILE = "tfvision.log"   # Orbit's and pycocotools' stdout prints (per loop, per eval) go here
 EVAL_SUBDIR = "eval"            # TensorBoard: <run>/train (Orbit's fixed name) and <run>/eval
 KEEP_CHECKPOINTS = 5
-MAX_STEPS_PER_LOOP = 100        # steps inside one tf.function call; also the train summary interval
+MAX_STEPS_PER_LOOP = 20         # steps inside one tf.function call (the progress line advances after each);
+                                # also the train summary interval
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Model Garden's runtime.mixed_precision_dtype
 _PREFIX = f"train[{NAME}]:"
 
@@ -110,6 +111,7 @@ class _Plan:
     steps_per_loop: int
     init_checkpoint: str
     precision: str = "float32"
+    progress_every: float = 30.0
 
 
 def _spec(settings: TrainSettings) -> ModelSpec:
@@ -160,7 +162,8 @@ def _plan(settings: TrainSettings) -> _Plan:
                  # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
                  warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
                  steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
-                 init_checkpoint=_init_checkpoint(settings), precision=precision)
+                 init_checkpoint=_init_checkpoint(settings), precision=precision,
+                 progress_every=max(1.0, float(settings.progress_every)))
 
 
 def _init_checkpoint(settings: TrainSettings) -> str:
@@ -444,9 +447,16 @@ class _Recorder:
         self.steps = 0
         self.mark = time.monotonic()
         self.last_step = 0
+        self.every = 0           # steps between evaluations (the progress line says when one runs)
+        self.progress: LiveProgress | None = None
+        self.last_ap = "n/a"
 
-    def start(self, step: int) -> None:
-        self.mark, self.last_step = time.monotonic(), step
+    def start(self, step: int, every: int, progress: LiveProgress) -> None:
+        self.mark, self.last_step, self.every, self.progress = time.monotonic(), step, every, progress
+        progress.status("building the training graph (the first steps compile it)")
+
+    def _rate(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else float("nan")
 
     def train_action(self, output: dict[str, Any]) -> None:
         now, step = time.monotonic(), int(self.global_step.numpy())
@@ -456,6 +466,11 @@ class _Recorder:
         loss = output.get("training_loss", output.get("total_loss"))
         if loss is not None:
             self.loss = float(loss.numpy() if hasattr(loss, "numpy") else loss)
+        if self.progress:
+            evaluating = self.data is not None and self.data.val_shards and (
+                step >= self.total_steps or (self.every and step % self.every == 0))
+            self.progress.update(step, rate=self._rate(), loss=self.loss, AP50=self.last_ap,
+                                 doing=f"evaluating on val (step {step})" if evaluating else "training")
 
     def eval_action(self, output: dict[str, Any]) -> None:
         step = int(self.global_step.numpy())
@@ -469,7 +484,10 @@ class _Recorder:
         metrics["train_loss"] = self.loss
         extra = _insight(self.run, step, self.capture, self.data) if self.capture else {}
         is_best = self.run.record_eval(step, Path(latest), metrics, extra)
-        rate = self.steps / self.seconds if self.seconds > 0 else float("nan")
+        rate = self._rate()
+        self.last_ap = metrics.get("AP50", -1.0)
+        if self.progress:
+            self.progress.update(step, AP50=self.last_ap, doing="training")
         LOGGER.info("%s step %*d/%d  loss %.3f  AP50 %.3f  AP %.3f  %.1f steps/s%s", _PREFIX,
                     len(str(self.total_steps)), step, self.total_steps, self.loss, metrics.get("AP50", -1.0),
                     metrics.get("AP", -1.0), rate, "  (best)" if is_best else "")
@@ -525,8 +543,12 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
         if first >= plan.steps:
             LOGGER.info("%s already at step %d >= steps=%d: nothing to train (raise steps to continue)",
                         _PREFIX, first, plan.steps)
-        recorder.start(first)
-        runner.run()
+        progress = LiveProgress(plan.steps, _PREFIX[:-1], initial=first, log_every=plan.progress_every)
+        recorder.start(first, plan.every, progress)
+        try:
+            runner.run()
+        finally:
+            progress.close()
 
         # The final checkpoint must be evaluated even when nothing was left to train (e.g. a run that
         # stopped between its last checkpoint and that checkpoint's evaluation).
