@@ -31,6 +31,7 @@ BATCH ?=                 ## train: batch size (default: the model's)
 IMAGE_SIZE ?=            ## train: input size in pixels, tfvision (default 320)
 GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto: every GPU TF sees, else the CPU, said loudly)
 PRECISION ?=             ## train: float32 | mixed_float16 (tfvision on an NVIDIA GPU) | mixed_bfloat16 (default float32)
+INIT ?=                  ## train: coco | imagenet | none (from scratch) | auto: the model's published weights (`make models` lists them; default auto)
 REPLAN ?=                ## train: 1 = resuming a run to more STEPS than planned re-plans its learning-rate schedule (a warm restart)
 ARGS ?=                  ## any other setting of the stage as key=value pairs, e.g. ARGS="zoo_url=file:///mnt/zoo learning_rate=0.01" (python -m odstack MODE --help lists them)
 CHECKPOINT ?=            ## eval: latest | best | a path (default latest); export: the same (default best)
@@ -84,7 +85,7 @@ kv = $(strip $(foreach pair,$(1),$(if $($(firstword $(subst =, ,$(pair)))),$(las
 data_args = $(call kv,SRC=src OUT=out FORMAT=format VAL_FRACTION=val_fraction SEED=seed SPLIT=split SHARDS=shards \
 	STRICT=strict LABEL_MAP=label_map VERIFY=verify WORKERS=workers)
 train_args = $(call kv,ENGINE=engine MODEL=model RUN=run DATA=data STEPS=steps BATCH=batch IMAGE_SIZE=image_size \
-	GPUS=gpus PRECISION=precision REPLAN=replan)
+	GPUS=gpus PRECISION=precision INIT=init REPLAN=replan)
 export_args = $(call kv,RUN=run CHECKPOINT=checkpoint MODEL_NAME=model_name)
 tflite_args = $(call kv,RUN=run QUANT=quant EDGETPU=edgetpu CALIBRATION=calibration_images DATA=data)
 tfjs_args = $(call kv,RUN=run QUANT=quant)

@@ -45,7 +45,11 @@ class TrainSettings:
     learning_rate: float | str = "auto"
     checkpoint_every: int | str = "auto"
     from_scratch: bool = False
+    init: str = "auto"
     init_checkpoint: str | None = None
+    weights_cache: Path = Path("~/.cache/odstack/weights")
+    weights_url: str = "auto"
+    weights_sha256: str | None = None
     gpus: str = "auto"
     precision: str = "float32"
     progress_every: float = 30.0

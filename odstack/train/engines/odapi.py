@@ -150,11 +150,15 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
 def _template(settings: TrainSettings) -> tuple[Path, Path | str | None, str, int | None]:
     """(template, fine-tune checkpoint or None, its type, default batch) for a new run."""
     model = settings.resolved_model()
+    scratch = settings.from_scratch or settings.init == "none"  # INIT=none: from scratch, as for tfvision
+    if settings.init not in ("auto", "none", "coco"):
+        raise ConfigError(f"init={settings.init!r}: the OD API zoo has COCO-trained models only",
+                          hint="INIT=auto or coco (the zoo checkpoint), or none (from scratch)")
     if model.endswith(".config"):                       # a pipeline config of the user's own
         path = Path(model).expanduser()
         if not path.is_file():
             raise ConfigError(f"model={model}: no such pipeline config file")
-        if settings.from_scratch:
+        if scratch:
             return path, None, "detection", None
         config = pipeline_config.load(path.read_text(encoding="utf-8"), str(path))
         checkpoint = config.get("train_config.fine_tune_checkpoint")
@@ -164,7 +168,7 @@ def _template(settings: TrainSettings) -> tuple[Path, Path | str | None, str, in
         return path, checkpoint, config.get("train_config.fine_tune_checkpoint_type") or "detection", None
     entry = zoo.get(model)
     model_dir = zoo.download(entry.name, Path(settings.zoo_cache), settings.zoo_url)
-    checkpoint = None if settings.from_scratch else zoo.checkpoint_prefix(model_dir, entry)
+    checkpoint = None if scratch else zoo.checkpoint_prefix(model_dir, entry)
     return model_dir / "pipeline.config", checkpoint, "detection", entry.batch
 
 

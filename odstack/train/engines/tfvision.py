@@ -85,14 +85,27 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
             "head": {"num_convs": 4, "num_filters": 64, "use_separable_conv": True},
             "norm_activation": {"activation": "relu6", "use_sync_bn": False},
         }),
+    ModelSpec(
+        name="retinanet_resnet50_fpn",
+        description="RetinaNet, ResNet-50 backbone, FPN levels 3-7 (Model Garden's retinanet_resnetfpn_coco model)",
+        input_size=640, batch=8, learning_rate=0.01,
+        notes="GPU-sized; pretrained: INIT=coco (Model Garden's COCO R50-FPN, box AP 36.8: backbone + FPN "
+              "restored, class head new) or INIT=imagenet (ResNet-50 backbone).",
+        model={"norm_activation": {"use_sync_bn": False}}),
 ]}
 
 
 def models() -> list[dict[str, Any]]:
-    """Entries for `make models`."""
-    return [{"engine": NAME, "name": m.name, "description": m.description,
-             "input_size": f"{m.input_size} (auto); demo/CI: 128", "batch": m.batch,
-             "base_experiment": BASE_EXPERIMENT, "notes": m.notes} for m in MODELS.values()]
+    """Entries for `make models`, with the pretrained weights each can start from (INIT=)."""
+    from odstack.train import weights
+
+    rows = []
+    for m in MODELS.values():
+        inits = [f"{w.init}: {w.quality}, {w.input_size} px, {w.url}" for w in weights.WEIGHTS if w.model == m.name]
+        rows.append({"engine": NAME, "name": m.name, "description": m.description,
+                     "input_size": f"{m.input_size} (auto)", "batch": m.batch, "base_experiment": BASE_EXPERIMENT,
+                     "init": "; ".join(inits) or "none published (from scratch)", "notes": m.notes})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -110,6 +123,7 @@ class _Plan:
     every: int
     steps_per_loop: int
     init_checkpoint: str
+    init_modules: str = "backbone"
     precision: str = "float32"
     progress_every: float = 30.0
 
@@ -162,8 +176,36 @@ def _plan(settings: TrainSettings) -> _Plan:
                  # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
                  warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
                  steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
-                 init_checkpoint=_init_checkpoint(settings), precision=precision,
+                 **_initial_weights(settings), precision=precision,
                  progress_every=max(1.0, float(settings.progress_every)))
+
+
+def _initial_weights(settings: TrainSettings) -> dict[str, str]:
+    """Where training starts: ``init_checkpoint`` (a path) wins; else ``init=coco|imagenet|auto`` fetches
+    Model Garden's published weights for the model (odstack/train/weights.py); none/from_scratch: nothing."""
+    from odstack.train import weights
+
+    explicit = _init_checkpoint(settings)
+    if explicit or settings.from_scratch:
+        return {"init_checkpoint": explicit, "init_modules": "backbone"}
+    chosen = weights.resolve(settings.resolved_model(), str(settings.init).strip().lower())
+    if chosen is None:
+        return {"init_checkpoint": "", "init_modules": "backbone"}
+    prefix = weights.fetch(chosen, Path(settings.weights_cache), settings.weights_url, settings.weights_sha256)
+    LOGGER.info("%s init=%s: %s (%s; restores %s, the class head starts new)", _PREFIX, chosen.init, prefix,
+                chosen.quality, chosen.modules)
+    return {"init_checkpoint": str(prefix), "init_modules": chosen.modules}
+
+
+def warm_start(model, checkpoint: str, modules: str) -> dict[str, int]:
+    """Restore ``modules`` (backbone, decoder) of a fresh RetinaNet from ``checkpoint`` as Model Garden's
+    task.initialize does, and count: variables restored per module, and the head's (left new)."""
+    tf = _import_tensorflow()
+    items = {name: getattr(model, name) for name in ("backbone", "decoder") if name in modules}
+    tf.train.Checkpoint(**items).read(checkpoint).expect_partial().assert_existing_objects_matched()
+    counts = {name: len(part.variables) for name, part in items.items()}
+    counts["head (new)"] = len(model.head.variables)
+    return counts
 
 
 def _init_checkpoint(settings: TrainSettings) -> str:
@@ -206,7 +248,7 @@ def _overrides(plan: _Plan, data: DatasetInfo) -> dict[str, Any]:
         "runtime": {"mixed_precision_dtype": plan.precision},
         "task": {
             "init_checkpoint": plan.init_checkpoint,
-            "init_checkpoint_modules": "backbone",
+            "init_checkpoint_modules": plan.init_modules,
             "annotation_file": "",  # COCO ground truth comes from the val records, not a JSON file
             "model": {**plan.model.model, "num_classes": data.num_classes + 1,  # + background (id 0)
                       "input_size": [size, size, 3]},
@@ -531,6 +573,12 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
         with strategy.scope():
             task = task_factory.get_task(params.task, logging_dir=str(run.path))
         recorder.capture = _EvalCapture(task)
+        if plan.init_checkpoint:  # a new run starts from these weights (a resumed one from its own checkpoint)
+            def initialize(model, checkpoint=plan.init_checkpoint, modules=plan.init_modules):
+                counts = warm_start(model, checkpoint, modules)
+                LOGGER.info("%s warm start from %s: %s", _PREFIX, checkpoint,
+                            ", ".join(f"{name} {n} variables" for name, n in counts.items()))
+            task.initialize = initialize
         runner = train_lib.OrbitExperimentRunner(
             distribution_strategy=strategy, task=task, mode="train_and_eval" if evaluate_too else "train",
             params=params, model_dir=str(run.path), train_actions=[recorder.train_action],
