@@ -22,6 +22,7 @@ TensorFlow is imported inside the functions: importing this module (e.g. for `ma
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import logging
@@ -438,9 +439,13 @@ class _EvalCapture:
 
             metric = getattr(task, "coco_metric", None)
             if metric is not None and metric._groundtruths:  # noqa: SLF001 - see the class docstring
+                # copies: the converters rewrite the boxes in place (yxyx -> xywh), and Model Garden's
+                # own evaluation converts the same arrays right after
                 with contextlib.redirect_stdout(io.StringIO()):
-                    self.ground_truth = coco_utils.convert_groundtruths_to_coco_dataset(metric._groundtruths)
-                    self.detections = coco_utils.convert_predictions_to_coco_annotations(metric._predictions)
+                    self.ground_truth = coco_utils.convert_groundtruths_to_coco_dataset(
+                        copy.deepcopy(metric._groundtruths))
+                    self.detections = coco_utils.convert_predictions_to_coco_annotations(
+                        copy.deepcopy(metric._predictions))
             return original(aggregated_logs, global_step)
 
         task.reduce_aggregated_logs = reduce_aggregated_logs
