@@ -1,7 +1,7 @@
 """Pretrained weights for the tfvision engine by name: ``init=coco|imagenet|none`` (``INIT=``), downloaded once.
 
-The table lists the checkpoints TF Model Garden publishes in its vision model list (MODEL_GARDEN.md of
-tensorflow/models, "official/vision"): COCO-trained detectors and ImageNet-trained backbones, with the
+The table lists checkpoints TF Model Garden publishes with its vision model list (tensorflow/models,
+official/vision): COCO-trained detectors and ImageNet-trained backbones, with the
 input size, the published quality and the licence. Model Garden publishes neither sizes nor checksums
 for them: ``sha256`` stays None until pinned (``weights_sha256=`` checks one you know), and every
 download's digest is logged and kept beside the archive.
@@ -31,7 +31,6 @@ from odstack.log import LOGGER, progress
 INITS = ("auto", "coco", "imagenet", "none")
 OK_MARKER = ".odstack-unpacked"
 CHUNK = 1 << 20
-SOURCE = "TF Model Garden vision model list (MODEL_GARDEN.md in tensorflow/models, official/vision)"
 GARDEN = "https://storage.googleapis.com/tf_model_garden/vision"
 
 
