@@ -297,6 +297,9 @@ def test_make_train_refuses_to_resume_a_run_of_other_classes(dataset, tmp_path, 
     run.path.mkdir(parents=True)
     before = json.dumps({"engine": "tfvision", "model": "retinanet_mobilenetv2", "labels": ["zebra"], "data": "d"})
     run.run_json.write_text(before)
+    # a trained run (a run that never trained is started afresh): its checkpoint state, no TF needed
+    (run.path / "checkpoint").write_text('model_checkpoint_path: "ckpt-80"\n')
+    (run.path / "ckpt-80.index").write_bytes(b"")
     with pytest.raises(ConfigError, match="exists with a different labels") as error:
         stage.train(_settings(run="x", data=dataset.directory))
     assert "RUN=<a new name>" in error.value.hint
