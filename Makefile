@@ -28,11 +28,13 @@ MIN_EXAMPLES ?=          ## data: classes with fewer boxes are warned about; STR
 ENGINE ?=                ## train: tfvision (PyPI-only, CPU-friendly) | odapi (TF OD API + model zoo)
 MODEL ?=                 ## train: model name (`make models` lists them; default: the engine's default)
 RUN ?=                   ## train/eval: run name under output/ (default: the model name); an existing run resumes
-DATA ?=                  ## train/eval: directory made by `make data` (default input/tf_records)
+DATA ?=                  ## train/eval/tflite/parity: directory made by `make data` (default: the one in the run's run.json; a new run: input/tf_records)
 STEPS ?=                 ## train: total training steps (default 1000)
 BATCH ?=                 ## train: batch size (default: the model's)
 IMAGE_SIZE ?=            ## train: input size in pixels, tfvision (default 320)
-GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto)
+GPUS ?=                  ## train: auto | none | all | device ids like 0,1 (default auto: every GPU TF sees, else the CPU, said loudly)
+PRECISION ?=             ## train: float32 | mixed_float16 (tfvision on an NVIDIA GPU) | mixed_bfloat16 (default float32)
+INIT ?=                  ## train: coco | imagenet | none (from scratch) | auto: the model's published weights (`make models` lists them; default auto)
 REPLAN ?=                ## train: 1 = resuming a run to more STEPS than planned re-plans its learning-rate schedule (a warm restart)
 ARGS ?=                  ## any other setting of the stage as key=value pairs, e.g. ARGS="zoo_url=file:///mnt/zoo learning_rate=0.01" (python -m odstack MODE --help lists them)
 CHECKPOINT ?=            ## eval: latest | best | a path (default latest); export: the same (default best)
@@ -42,6 +44,7 @@ QUANT ?=                 ## tflite: float | fp16 | dynamic | int8 | all, or a co
 EDGETPU ?=               ## tflite: 1 = compile int8 for Coral (toco image built with EDGETPU=1)
 CALIBRATION ?=           ## tflite: val images for int8 calibration (default 100)
 CONFIG ?=                ## train TF=1: a TF1 pipeline.config to train with model_main.py
+GPU ?= 0                 ## 1 = the GPU variant of the training environment (tensorflow[and-cuda], dockerfiles/requirements/odapi-gpu.txt): make venvs GPU=1, make image-odapi GPU=1 (tag <TAG>-gpu), and make train/eval/doctor use it
 ODAPI ?= 0               ## 1 = install the TF Object Detection API into the odapi and toco venvs/images (make venvs|images ODAPI=1); from GitHub unless ODAPI_ARCHIVE
 ODAPI_ARCHIVE ?=         ## a local .tar.gz of tensorflow/models (or its research/) at the pinned commit: the OD API without GitHub
 CLIENT_PORT ?= 8080      ## serve/predict: the stack's port on 127.0.0.1 (the proxy; gunicorn itself without nginx)
@@ -54,13 +57,27 @@ IMAGE ?=                 ## predict: image file(s)
 VIDEO ?=                 ## predict: a video file, a folder of images or an rtsp/http stream URL (annotated video + JSON Lines)
 FPS ?=                   ## predict VIDEO: frames sampled per second (default 2; 0: every frame)
 MAX_SECONDS ?=           ## predict VIDEO: stop after this much video (default 300 s)
-THRESHOLD ?=             ## predict: min score
+THRESHOLD ?=             ## predict: min score (default: the served model's best-F1 threshold, assets.extra/thresholds.json)
 ANNOTATED ?=             ## predict: save the drawn JPEG here
 SYNTH_OUT ?=             ## synth: where the synthetic dataset goes (default input/shapes)
 PYTEST_ARGS ?=           ## extra pytest arguments for `make test`, e.g. -k coco
 LS_PORT ?= 8090          ## label: Label Studio's port on 127.0.0.1
 ML_PORT ?= 9090          ## label: the ML backend + training manager's port on 127.0.0.1 (jobs: http://127.0.0.1:ML_PORT/jobs)
 LS_DATA ?= output/labelstudio  ## label: Label Studio's data dir (SQLite DB, its media); local files are served from input/
+
+# Unknown command-line variables (`make train BACH=4`) stop make before anything runs, with a suggestion.
+# Known: every variable documented above, and make's own (special and implicit-rule variables).
+documented_vars := $(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' $(firstword $(MAKEFILE_LIST)))
+make_own_vars := MAKEFLAGS MAKEFILES MAKEOVERRIDES MAKELEVEL MAKECMDGOALS MAKE SHELL .SHELLFLAGS GNUMAKEFLAGS \
+	VPATH CURDIR SUFFIXES .DEFAULT_GOAL .RECIPEPREFIX .LIBPATTERNS MAKE_TERMOUT MAKE_TERMERR MAKE_RESTARTS \
+	CC CXX CPP CFLAGS CXXFLAGS CPPFLAGS LDFLAGS LDLIBS AR ARFLAGS AS LD RM
+unknown_vars := $(filter-out $(documented_vars) $(make_own_vars), \
+	$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(v))))
+ifneq ($(unknown_vars),)
+did_you_mean := $(shell python3 -c 'import difflib, sys; m = difflib.get_close_matches(sys.argv[1].upper(), sys.argv[2:], 1); \
+	print(f"; did you mean {m[0]}?" if m else "")' $(firstword $(unknown_vars)) $(documented_vars))
+$(error unknown variable $(firstword $(unknown_vars))$(did_you_mean) [make help lists every variable; any other setting: ARGS="key=value ..."])
+endif
 
 # (`VAR ?= value  ## doc` keeps the spaces before `##`: strip every documented variable once)
 $(foreach v,$(shell sed -n 's/^\([A-Z_]*\) ?=.*/\1/p' $(firstword $(MAKEFILE_LIST))),$(eval override $(v) := $(strip $($(v)))))
@@ -81,7 +98,7 @@ data_args = $(call kv,SRC=src OUT=out FORMAT=format VAL_FRACTION=val_fraction SE
 	STRICT=strict LABEL_MAP=label_map VERIFY=verify WORKERS=workers NEGATIVES=negatives ALLOW_OUTSIDE=allow_outside \
 	MIN_EXAMPLES=min_examples)
 train_args = $(call kv,ENGINE=engine MODEL=model RUN=run DATA=data STEPS=steps BATCH=batch IMAGE_SIZE=image_size \
-	GPUS=gpus REPLAN=replan)
+	GPUS=gpus PRECISION=precision INIT=init REPLAN=replan)
 export_args = $(call kv,RUN=run CHECKPOINT=checkpoint MODEL_NAME=model_name)
 tflite_args = $(call kv,RUN=run QUANT=quant EDGETPU=edgetpu CALIBRATION=calibration_images DATA=data)
 tfjs_args = $(call kv,RUN=run QUANT=quant)
@@ -90,13 +107,16 @@ eval_args = $(call kv,RUN=run DATA=data CHECKPOINT=checkpoint)
 # GPUs in containers need the NVIDIA runtime; ask for them only when the engine has it and GPUS allows.
 docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{json .Runtimes}}' 2>/dev/null | grep -q nvidia && echo y),--gpus $(if $(filter-out auto all,$(GPUS)),'"device=$(GPUS)"',all)))
 
+# $(call image_tag,<image>): TAG, or TAG-gpu for the odapi image's GPU variant (GPU=1)
+image_tag = $(TAG)$(if $(and $(filter 1,$(GPU)),$(filter odapi,$(1))),-gpu)
+
 # $(call run_stage,<image>,<script>,<args>): the same container script, in the image or in the local venv.
 # docker: the repo is mounted read-only at /workspace with input/ and output/ writable on top, so every
 # repo-relative path means the same thing in both runners; files are written as the calling user.
 ifeq ($(RUNNER),docker)
 run_stage = mkdir -p "$(HOME)/.cache/odstack" && docker run --rm --network host --user $$(id -u):$$(id -g) $(4) \
 	-v "$(CURDIR)":/workspace:ro -v "$(CURDIR)/input":/workspace/input -v "$(CURDIR)/output":/workspace/output \
-	-v "$(HOME)/.cache/odstack":/tmp/.cache/odstack -w /workspace $(IMAGE_PREFIX)/$(1):$(TAG) \
+	-v "$(HOME)/.cache/odstack":/tmp/.cache/odstack -w /workspace $(IMAGE_PREFIX)/$(1):$(call image_tag,$(1)) \
 	/opt/odstack/container_scripts/$(2) $(3)
 else
 run_stage = PATH="$(CURDIR)/$(VENV)/$(1)/bin:$$PATH" PYTHONPATH="$(CURDIR)" container_scripts/$(2) $(3)
@@ -115,7 +135,13 @@ help: ## show this help
 .PHONY: setup images images-labelling venvs
 setup: $(if $(filter docker,$(RUNNER)),images,venvs) ## RUNNER=local: create .venv/<image>; RUNNER=docker: build the images
 
-venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## create/refresh the local venvs from dockerfiles/requirements/*.txt (ODAPI=1: with the TF OD API)
+# ODAPI=1: the TF OD API on top of a venv's requirements, wherever it is used (odapi: train/eval/export;
+# toco: TFLite export of an OD API model runs its export_tflite_graph_tf2)
+odapi_venvs = $(if $(filter 1,$(ODAPI)),$(VENV)/odapi/.odapi-installed $(VENV)/toco/.odapi-installed)
+# GPU=1: odapi-gpu.txt (odapi.txt + tensorflow[and-cuda]) on top of the odapi venv
+gpu_venvs = $(if $(filter 1,$(GPU)),$(VENV)/odapi/.gpu-installed)
+
+venvs: $(VENV)/odapi/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) $(gpu_venvs) ## create/refresh the local venvs from dockerfiles/requirements/*.txt (ODAPI=1: with the TF OD API; GPU=1: the CUDA wheels too)
 
 $(VENV)/%/.installed: $(REQ)/%.txt
 	@echo "setup: $(VENV)/$* from $<"
@@ -123,12 +149,14 @@ $(VENV)/%/.installed: $(REQ)/%.txt
 	@$(VENV)/$*/bin/python -m pip install -q --disable-pip-version-check -r $<
 	@touch $@
 
-# ODAPI=1: the TF OD API on top of a venv's requirements, wherever it is used (odapi: train/eval/export;
-# toco: TFLite export of an OD API model runs its export_tflite_graph_tf2)
-odapi_venvs = $(if $(filter 1,$(ODAPI)),$(VENV)/odapi/.odapi-installed $(VENV)/toco/.odapi-installed)
 $(VENV)/%/.odapi-installed: $(VENV)/%/.installed scripts/odapi/install_odapi.sh
 	@echo "setup: the TF Object Detection API into $(VENV)/$* from $(or $(ODAPI_ARCHIVE),GitHub)"
 	@PYTHON=$(VENV)/$*/bin/python ODAPI_ARCHIVE="$(ODAPI_ARCHIVE)" bash scripts/odapi/install_odapi.sh
+	@touch $@
+
+$(VENV)/odapi/.gpu-installed: $(VENV)/odapi/.installed $(REQ)/odapi-gpu.txt
+	@echo "setup: $(VENV)/odapi GPU variant from $(REQ)/odapi-gpu.txt (NVIDIA CUDA/cuDNN wheels, ~3 GB)"
+	@$(VENV)/odapi/bin/python -m pip install -q --disable-pip-version-check -r $(REQ)/odapi-gpu.txt
 	@touch $@
 
 $(TFJS_JS)/node_modules/.package-lock.json: $(TFJS_JS)/package.json $(TFJS_JS)/package-lock.json
@@ -150,11 +178,12 @@ image-%:
 	docker build --network host $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
 	  $(if $(filter odapi toco,$*),--build-arg ODAPI=$(ODAPI)) $(if $(filter 1,$(EDGETPU)),--build-arg EDGETPU=1) \
 	  $(if $(filter labelling,$*),--build-arg ODAPI_IMAGE=$(IMAGE_PREFIX)/odapi:$(TAG)) \
-	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(TAG) .
+	  $(if $(and $(filter 1,$(GPU)),$(filter odapi,$*)),--build-arg REQUIREMENTS=odapi-gpu.txt) \
+	  -f dockerfiles/$*.dockerfile -t $(IMAGE_PREFIX)/$*:$(call image_tag,$*) .
 	@rm -f dockerfiles/ca/extra.crt dockerfiles/odapi-src/*.tar.gz
 
 ##@ Pipeline
-.PHONY: data stats demo train eval models tensorboard synth export tflite tfjs parity
+.PHONY: data stats demo train eval models tensorboard synth export tflite tfjs parity doctor
 data: $(call on_local,$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
 	$(call run_stage,odapi,data.sh,$(data_args))
@@ -168,7 +197,7 @@ demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/
 	RUNNER=$(RUNNER) MODEL_NAME=$(MODEL_NAME) CLIENT_PORT=$(CLIENT_PORT) \
 	  COMPOSE_FILES="$(COMPOSE_FILES)" bash scripts/demo.sh
 
-train: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
+train: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs) $(gpu_venvs)) ## train a detector on DATA (ENGINE, MODEL, STEPS, BATCH, RUN, GPUS; TF=1 CONFIG=… for TF1 configs)
 ifeq ($(TF),1)
 	@test -n "$(CONFIG)" -a -n "$(RUN)" || { echo "train TF=1: set CONFIG=<TF1 pipeline.config> and RUN=<name> (docker only)"; exit 2; }
 	@mkdir -p output/$(RUN) && { [ "$(CONFIG)" -ef output/$(RUN)/pipeline.config ] || cp "$(CONFIG)" output/$(RUN)/pipeline.config; }
@@ -177,7 +206,7 @@ else
 	$(call run_stage,odapi,train.sh,$(train_args),$(docker_gpus))
 endif
 
-eval: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
+eval: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs) $(gpu_venvs)) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
 	$(call run_stage,odapi,eval.sh,$(eval_args))
 
 models: $(call on_local,$(VENV)/odapi/.installed) ## list the trainable models (model zoo with speed/mAP)
@@ -203,6 +232,15 @@ tfjs: $(call on_local,$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-l
 
 parity: $(call on_local,$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
 	$(call run_stage,toco,parity.sh,$(parity_args))
+
+doctor: $(call on_local,$(VENV)/odapi/.installed $(gpu_venvs)) ## one screen (+ output/doctor.json): TF and its CUDA/cuDNN, GPUs TF sees and why not, nvidia-smi, Docker runtimes, compose, engines, caches, free disk
+ifeq ($(RUNNER),docker)
+	@echo "== host"; PYTHONPATH="$(CURDIR)" python3 -m odstack.doctor
+	@echo "== in the odapi image (where training runs)"
+	@$(call run_stage,odapi,doctor.sh,$(ARGS),$(docker_gpus))
+else
+	@$(call run_stage,odapi,doctor.sh,$(ARGS))
+endif
 
 synth: $(call on_local,$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
 	$(call run_stage,odapi,synth.sh,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))
@@ -286,13 +324,15 @@ endif
 
 predict: $(if $(VIDEO),$(VENV)/client/.installed) ## send IMAGE=photo.jpg (or VIDEO=clip.mp4|folder|stream URL) to the running client, print detections (ANNOTATED=out.jpg|out.mp4 saves the drawing)
 ifneq ($(VIDEO),)
-	@$(VENV)/client/bin/python client/predict_video.py "$(VIDEO)" --url http://127.0.0.1:$(CLIENT_PORT) \
+	@threshold="$(or $(THRESHOLD),$$(python3 scripts/served_threshold.py output/serving/$(MODEL_NAME)))"; \
+	  $(VENV)/client/bin/python client/predict_video.py "$(VIDEO)" --url http://127.0.0.1:$(CLIENT_PORT) \
 	  $(if $(FPS),--fps $(FPS)) $(if $(MAX_SECONDS),--max-seconds $(MAX_SECONDS)) \
-	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--out $(ANNOTATED))
+	  $${threshold:+--threshold $$threshold} $(if $(ANNOTATED),--out $(ANNOTATED))
 else
 	@test -n "$(IMAGE)" || { echo "predict: set IMAGE=path/to/image.jpg or VIDEO=clip.mp4"; exit 1; }
-	@$(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
-	  $(if $(THRESHOLD),--threshold $(THRESHOLD)) $(if $(ANNOTATED),--jpeg $(ANNOTATED))
+	@threshold="$(or $(THRESHOLD),$$(python3 scripts/served_threshold.py output/serving/$(MODEL_NAME)))"; \
+	  $(PYTHON) client/predict.py $(IMAGE) --url http://127.0.0.1:$(CLIENT_PORT) \
+	  $${threshold:+--threshold $$threshold} $(if $(ANNOTATED),--jpeg $(ANNOTATED))
 endif
 
 test-client: $(VENV)/client/.dev-installed $(VENV)/modelserver/.installed ## client tests: .venv/client runs pytest, the model server runs from .venv/modelserver
@@ -327,7 +367,7 @@ test-labelling: $(VENV)/labelstudio/.installed $(VENV)/labelling/.installed $(VE
 	PYTHONPATH="$(CURDIR):$(CURDIR)/client" ODSTACK_LABELLING_LOOP=1 $(VENV)/labelling/bin/python -m pytest tests/labelling -s $(PYTEST_ARGS)
 
 ##@ Quality
-.PHONY: test test-core test-serving test-odapi test-docker bench lint
+.PHONY: test test-core test-serving test-odapi test-docker bench lint check-gpu-requirements
 test: test-core test-serving test-client test-labelling-api ## the whole test suite, locally (what it covers: README "Tests")
 
 test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(odapi_venvs) ## data, formats, training, export tests (.venv/odapi)
@@ -346,6 +386,9 @@ test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests
 bench: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench --images 20000
 	PYTHONPATH="$(CURDIR)" $(VENV)/toco/bin/python -m bench.convert_bench
+
+check-gpu-requirements: ## does the GPU variant (odapi-gpu.txt: tensorflow[and-cuda]) resolve from PyPI? pip --dry-run --report in a scratch venv (~1 min, no GPU needed) -> output/gpu-requirements.json
+	PYTHON=$(PYTHON) bash scripts/gpu/check_requirements.sh
 
 lint: $(VENV)/odapi/.dev-installed ## hadolint over every Dockerfile, `docker-compose config` over every compose file
 	$(VENV)/odapi/bin/hadolint dockerfiles/*.dockerfile

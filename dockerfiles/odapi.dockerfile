@@ -38,10 +38,12 @@ ARG PIP_VERSION=26.3
 # through dockerfiles/ca/with-ca.sh; the image's trust store is left unchanged. Builds without any.
 COPY dockerfiles/ca/ /tmp/odstack-ca/
 # Requirements before code: editing odstack/ must not reinstall TensorFlow.
-COPY dockerfiles/requirements/odapi.txt /opt/odstack/requirements/odapi.txt
+# REQUIREMENTS=odapi-gpu.txt: the GPU variant (tensorflow[and-cuda]; `make image-odapi GPU=1`, tag <TAG>-gpu).
+ARG REQUIREMENTS=odapi.txt
+COPY dockerfiles/requirements/odapi.txt dockerfiles/requirements/odapi-gpu.txt /opt/odstack/requirements/
 RUN python3 -m venv /opt/venv; \
     /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir "pip==${PIP_VERSION}"; \
-    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir -r /opt/odstack/requirements/odapi.txt; \
+    /tmp/odstack-ca/with-ca.sh pip install --no-cache-dir -r "/opt/odstack/requirements/${REQUIREMENTS}"; \
     python -c "import tensorflow as tf; print('tensorflow', tf.__version__)"; \
     rm -rf /tmp/odstack-ca /tmp/.keras /tmp/matplotlib
 

@@ -72,6 +72,12 @@ def _tfjs(args: list[str]) -> None:
     stage(settings.build(TfjsSettings, "tfjs", args))
 
 
+def _doctor(args: list[str]) -> None:
+    from odstack.doctor import DoctorSettings, run
+
+    run(settings.build(DoctorSettings, "doctor", args))
+
+
 def _synth(args: list[str]) -> None:
     from odstack.data.synthetic import SynthSettings, make_shapes
 
@@ -90,6 +96,7 @@ MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "tflite": (_tflite, "TFLite (float|fp16|dynamic|int8, Edge TPU) -> output/<run>/tflite/, then parity"),
     "tfjs": (_tfjs, "TF.js graph model -> output/<run>/tfjs/ (+ signature.json), in the tfjs image"),
     "parity": (_parity, "every exported format vs the SavedModel on the val images -> output/<run>/parity.json"),
+    "doctor": (_doctor, "what this machine can train with: TF + CUDA/cuDNN, GPUs (and why not), Docker, engines, disk"),
     "synth": (_synth, "make a small synthetic shapes dataset (COCO JSON) for demos and tests"),
 }
 

@@ -16,8 +16,9 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 
 LOG = logging.getLogger("odclient")
 LABEL_MAP_PATH = "assets.extra/label_map.pbtxt"
-#: The score threshold chosen for the model at evaluation, when recorded: ``{"threshold": 0.42}``
-THRESHOLD_PATH = "assets.extra/threshold.json"
+#: The score threshold chosen for the model at evaluation (best F1 on val), when its export recorded one:
+#: ``{"score_threshold": 0.42, "source": "best F1 on val, step N"}`` (odstack/export/saved_model.py writes it)
+THRESHOLD_PATH = "assets.extra/thresholds.json"
 
 
 def _label_map_class() -> type:
@@ -79,7 +80,7 @@ def model_threshold(serving_dir: str | Path, model: str, version: int) -> float 
     """The version's recorded score threshold (``THRESHOLD_PATH``), or None when it has none (or a bad one)."""
     path = Path(serving_dir) / model / str(version) / THRESHOLD_PATH
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))["threshold"]
+        value = json.loads(path.read_text(encoding="utf-8"))["score_threshold"]
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as error:

@@ -238,9 +238,9 @@ def load_val_images(run, data: str = "auto", limit: int = 0, ground_truth: bool 
     """The run's val images (decoded with PIL, no TensorFlow) with their ground truth; ``limit`` 0 = all."""
     from PIL import Image
 
-    from odstack.train.run import DatasetInfo
+    from odstack.train.run import DatasetInfo, resolve_data
 
-    directory = Path(run.info()["data"] if data in ("auto", "", None) else data)
+    directory = resolve_data(data, run, _PREFIX)
     dataset = DatasetInfo.load(directory)
     shards = dataset.val_shards
     if not shards:

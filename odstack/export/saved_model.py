@@ -32,8 +32,10 @@ A checkpoint that holds no trained weights (no checkpoint at all, or global step
 initial checkpoint of a run shorter than its checkpoint interval) is refused, never exported silently.
 
 Publishing: the SavedModel is copied to ``<serving_dir>/<model_name>/.tmp-<version>-<pid>`` with the label
-map in ``assets.extra/label_map.pbtxt`` and TF Serving's warm-up file (``assets.extra/tf_serving_warmup_requests``,
-odstack/export/warmup.py), then renamed to ``<version>`` (one atomic rename, so TF
+map in ``assets.extra/label_map.pbtxt``, TF Serving's warm-up file (``assets.extra/tf_serving_warmup_requests``,
+odstack/export/warmup.py) and, when the exported checkpoint was evaluated, its best-F1 score threshold
+(``assets.extra/thresholds.json``: ``{"score_threshold": 0.35, "source": "best F1 on val, step N"}``), then
+renamed to ``<version>`` (one atomic rename, so TF
 Serving never loads half a model); versions are integers, one more than the highest there.
 ``output/<run>/export.json`` records what was exported (checkpoint, step, NMS, image size, version):
 `make tflite` reads it to convert the same checkpoint with the same NMS.
@@ -62,6 +64,7 @@ SAVED_MODEL_DIR = "saved_model"
 LABEL_MAP_ASSET = Path("assets.extra") / "label_map.pbtxt"
 #: The second signature (tfvision exports): encoded image bytes, the OD API's encoded_image_string_tensor input
 BYTES_SIGNATURE_KEY, BYTES_INPUT_KEY = "image_bytes", "encoded_image_string_tensor"
+THRESHOLDS_ASSET = Path("assets.extra") / "thresholds.json"  # the best-F1 score threshold, when evaluated
 _PREFIX = "export"
 
 
@@ -127,11 +130,12 @@ def export(settings: ExportSettings) -> ExportResult:
                 info.get("model"), checkpoint, step)
     saved_model = export_saved_model(run, engine, checkpoint, nms)
     check_signature(saved_model, strict=engine == "tfvision")
+    thresholds = write_thresholds(saved_model, run, step)
     record: dict[str, Any] = {
         "engine": engine, "model": info.get("model"), "checkpoint": str(checkpoint), "step": step,
         "metrics": _metrics_of(run, step), "saved_model": str(saved_model), "nms": asdict(nms),
         "image_size": _image_size(run, engine), "tensorflow": tf.__version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "serving": None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "serving": None, "thresholds": thresholds,
     }
     serving = None
     if settings.publish:
@@ -191,6 +195,21 @@ def _metrics_of(run, step: int) -> dict[str, float] | None:
         if entry.get("step") == step:
             return {k: entry[k] for k in ("AP", "AP50", "AP75") if k in entry}
     return None
+
+
+def write_thresholds(saved_model: Path, run, step: int) -> dict[str, Any] | None:
+    """``assets.extra/thresholds.json`` beside the label map: the best-F1 score threshold the evaluation
+    of this checkpoint found on val (the default threshold of clients), if it was evaluated."""
+    entry = next((h for h in run.metrics().get("history", []) if h.get("step") == step and "best_f1" in h), None)
+    if entry is None:
+        LOGGER.info("%s: no best-F1 threshold recorded for step %d (`make eval CHECKPOINT=...` records one); "
+                    "clients keep their own default threshold", _PREFIX, step)
+        return None
+    record = {"score_threshold": float(entry["best_f1"]["threshold"]), "source": f"best F1 on val, step {step}"}
+    write_json(saved_model / THRESHOLDS_ASSET, record)
+    LOGGER.info("%s: default score threshold %.2f (best F1 %.3f on val, step %d) -> %s", _PREFIX,
+                record["score_threshold"], entry["best_f1"]["f1"], step, THRESHOLDS_ASSET)
+    return record
 
 
 def _image_size(run, engine: str) -> list[int] | None:

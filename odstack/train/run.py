@@ -39,15 +39,21 @@ class TrainSettings:
     engine: str = "tfvision"
     model: str = "auto"
     run: str = "auto"
-    data: Path = Path("input/tf_records")
+    data: str = "auto"
     steps: int = 1000
     batch: int | str = "auto"
     image_size: int | str = "auto"
     learning_rate: float | str = "auto"
     checkpoint_every: int | str = "auto"
     from_scratch: bool = False
+    init: str = "auto"
     init_checkpoint: str | None = None
+    weights_cache: Path = Path("~/.cache/odstack/weights")
+    weights_url: str = "auto"
+    weights_sha256: str | None = None
     gpus: str = "auto"
+    precision: str = "float32"
+    progress_every: float = 30.0
     replan: bool = False
     zoo_cache: Path = Path("~/.cache/odstack/zoo")
     zoo_url: str = "auto"
@@ -74,7 +80,7 @@ class EvalSettings:
 
     run: str = "auto"
     checkpoint: str = "latest"
-    data: Path = Path("input/tf_records")
+    data: str = "auto"
 
 
 @dataclass
@@ -190,10 +196,13 @@ class RunDir:
             return {"metric": BEST_METRIC, "history": [], "best": None, "latest": None}
         return json.loads(self.metrics_json.read_text(encoding="utf-8"))
 
-    def record_eval(self, step: int, checkpoint: Path, values: dict[str, float]) -> bool:
-        """Add one evaluation; if it is the best so far, copy its checkpoint to best/. True if best."""
+    def record_eval(self, step: int, checkpoint: Path, values: dict[str, float],
+                    extra: dict[str, Any] | None = None) -> bool:
+        """Add one evaluation; if it is the best so far, copy its checkpoint to best/. True if best.
+        ``extra``: JSON-ready details kept with it (per-class AP, best-F1 threshold)."""
         metrics = self.metrics()
-        entry = {"step": int(step), "checkpoint": str(checkpoint), **{k: float(v) for k, v in values.items()}}
+        entry = {"step": int(step), "checkpoint": str(checkpoint),
+                 **{k: v if isinstance(v, dict) else float(v) for k, v in values.items()}, **(extra or {})}
         metrics["history"] = [h for h in metrics["history"] if h["step"] != entry["step"]] + [entry]
         metrics["history"].sort(key=lambda h: h["step"])
         metrics["latest"] = entry
@@ -243,6 +252,31 @@ def latest_checkpoint(directory: Path) -> Path | None:
         return None
     prefix = Path(name) if Path(name).is_absolute() else Path(directory) / name
     return prefix if checkpoint_exists(prefix) else None
+
+
+def resolve_data(data: str | Path | None, run: "RunDir", stage: str) -> Path:
+    """The dataset a stage of ``run`` uses, logged with where it came from.
+
+    ``data=<dir>`` wins; ``auto`` is the dataset recorded in the run's run.json (a new run: the default
+    output of `make data`). A recorded dataset that is gone is an error naming run.json and DATA=.
+    """
+    from odstack.settings import defaults
+
+    if data not in ("auto", "", None):
+        directory, source = Path(data), "data="
+    elif run.exists() and run.info().get("data"):
+        directory, source = Path(run.info()["data"]), f"recorded in {run.run_json}"
+    else:
+        directory, source = Path(defaults("data")["out"]), "the default output of `make data`"
+    if not (directory / "label_map.pbtxt").exists():
+        if source.startswith("recorded"):
+            raise DatasetError(f"run {run.path.name} was trained on {directory} (its run.json), which is no longer "
+                               "the output of `make data`", where=str(directory),
+                               hint=f"pass DATA=<the dataset's directory>, or re-create it there with "
+                                    f"`make data OUT={directory}`")
+        DatasetInfo.load(directory)  # raises with its own hint
+    LOGGER.info("%s: dataset %s (%s)", stage, directory, source)
+    return directory
 
 
 def resolve_run_name(name: str) -> str:

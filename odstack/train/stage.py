@@ -11,14 +11,14 @@ import time
 from odstack.errors import ConfigError
 from odstack.log import LOGGER
 from odstack.train import engines
-from odstack.train.run import (DatasetInfo, EvalSettings, RunDir, TrainSettings, resolve_run_name,
+from odstack.train.run import (DatasetInfo, EvalSettings, RunDir, TrainSettings, resolve_data, resolve_run_name,
                                select_checkpoint)
 
 
 def train(settings: TrainSettings) -> RunDir:
     engine = engines.get(settings.engine)
-    data = DatasetInfo.load(settings.data)
     run = RunDir.named(settings.resolved_run())
+    data = DatasetInfo.load(resolve_data(settings.data, run, "train"))
     resumed = run.trained()  # engine.train starts (or checks and resumes) the run itself
     LOGGER.info("train[%s]: %s run %s: model %s, %d classes, %s train / %s val images, %d steps",
                 engine.NAME, "resuming" if resumed else "new", run.path, settings.resolved_model(),
@@ -33,15 +33,16 @@ def evaluate(settings: EvalSettings) -> dict:
     run = RunDir.named(resolve_run_name(settings.run))
     info = run.info()
     engine = engines.get(info["engine"])
-    data = DatasetInfo.load(settings.data)
+    data = DatasetInfo.load(resolve_data(settings.data, run, "eval"))
     if not data.val_shards:
         raise ConfigError("the dataset has no val shards to evaluate on", where=str(data.directory),
                           hint="re-run `make data` with VAL_FRACTION > 0")
     checkpoint = select_checkpoint(run, settings.checkpoint)
     values = engine.evaluate(run, checkpoint, data)
     step = int(values.pop("step"))
+    extra = {key: values.pop(key) for key in ("per_class", "best_f1") if key in values}
     if settings.checkpoint != "best":
-        run.record_eval(step, checkpoint, values)
+        run.record_eval(step, checkpoint, values, extra)
     LOGGER.info("eval[%s]: %s step %d: AP %.3f, AP50 %.3f, AP75 %.3f -> %s", info["engine"], checkpoint, step,
                 values.get("AP", float("nan")), values.get("AP50", float("nan")), values.get("AP75", float("nan")),
                 run.metrics_json)

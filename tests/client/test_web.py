@@ -115,7 +115,7 @@ def test_results_beside_the_image_on_a_wide_screen(gunicorn, tmp_path: Path) -> 
 
 
 def test_threshold_default_comes_from_the_model(tmp_path: Path, detector_saved_model: Path) -> None:
-    """A version whose export recorded a threshold (assets.extra/threshold.json): /v1/models reports it and
+    """A version whose export recorded a threshold (assets.extra/thresholds.json): /v1/models reports it and
     the page starts from it; without one the client's DEFAULT_THRESHOLD stays."""
     import json
 
@@ -124,7 +124,7 @@ def test_threshold_default_comes_from_the_model(tmp_path: Path, detector_saved_m
 
     base = tmp_path / "serving" / "detector"
     version = add_version(base, 1, detector_saved_model)
-    (version / "assets.extra" / "threshold.json").write_text(json.dumps({"threshold": 0.9}))
+    (version / "assets.extra" / "thresholds.json").write_text(json.dumps({"score_threshold": 0.9}))
     server = ModelServerProcess(["--model_name", "detector", "--model_base_path", str(base)],
                                 log_path=tmp_path / "modelserver.log").start()
     client = None

@@ -247,6 +247,16 @@ def test_image_bytes_signature_matches_serving_default(exported):
                 np.testing.assert_allclose(got[key].numpy(), want[key].numpy(), atol=1e-5, err_msg=f"{fmt} {key}")
 
 
+def test_best_f1_threshold_ships_beside_the_label_map(exported):
+    """Issue 11: the threshold the evaluation of the exported checkpoint found is the model's default."""
+    step = exported.result.step
+    best_f1 = next(h for h in exported.run.metrics()["history"] if h["step"] == step)["best_f1"]
+    for model in (exported.result.saved_model, exported.result.serving):
+        saved = json.loads((model / "assets.extra" / "thresholds.json").read_text())
+        assert saved == {"score_threshold": best_f1["threshold"], "source": f"best F1 on val, step {step}"}
+    assert json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())["thresholds"] == saved
+
+
 def test_versions_increase_and_skip_non_integer_dirs(exported, tmp_path):
     source = exported.result.saved_model
     root = tmp_path / "serving"

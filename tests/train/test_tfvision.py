@@ -144,6 +144,31 @@ def test_pipeline_yaml_is_base_plus_overrides_and_loads_back(trained, dataset):
     assert full["task"]["model"] == params.as_dict()["task"]["model"]
 
 
+def test_insight_after_each_evaluation(trained, dataset):
+    """Issue 11: every evaluation during training leaves per-class AP, the best-F1 threshold and the
+    plots; the numbers agree with Model Garden's own COCO AP50 of the same evaluation."""
+    run, _ = trained
+    metrics = json.loads(run.metrics_json.read_text())
+    for entry in metrics["history"]:
+        assert set(entry["per_class"]) == set(dataset.labels), entry["step"]
+        assert 0.0 <= entry["best_f1"]["threshold"] < 1.0 and entry["train_loss"] > 0
+        mean_ap50 = sum(row["AP50"] for row in entry["per_class"].values()) / len(entry["per_class"])
+        assert mean_ap50 == pytest.approx(entry["AP50"], abs=1e-3)
+    saved = json.loads((run.path / "eval" / "insight.json").read_text())
+    assert saved["step"] == STEPS and saved["per_class"] == metrics["latest"]["per_class"]
+    drawn = saved["drawn"]
+    assert drawn["pr_curves.png"] == len(dataset.labels) and drawn["f1_curve.png"] == len(dataset.labels) + 1
+    assert drawn["confusion_matrix.png"] == (len(dataset.labels) + 1) ** 2
+    assert drawn["results.png"] >= 4  # training losses from TensorBoard, val losses, AP, AP50
+    assert drawn["val_mosaic.png"] == 8
+    confusion = json.loads((run.path / "eval" / "confusion_matrix.json").read_text())
+    # every val box is in a column once: matched to a class or missed (background row)
+    val_boxes = sum(row["val_boxes"] for row in saved["per_class"].values())
+    assert sum(confusion["matrix"][i][j] for i in range(len(confusion["matrix"]))
+               for j in range(len(dataset.labels))) == val_boxes
+    assert {"pr_curve/circle/pr_curves", "val_predictions_vs_ground_truth"} <= _event_tags(run.path / "eval")
+
+
 # ------------------------------------------------------------------------------ resume and best/
 
 def test_resume_continues_the_step_counter(resumed):
@@ -170,6 +195,7 @@ def test_evaluate_best_and_latest_and_best_keeps_the_higher_ap(resumed, dataset)
     from_latest = tfvision.evaluate(resumed, resumed.path, dataset)  # a run directory: its latest checkpoint
     assert from_latest["step"] == RESUMED_STEPS
     assert from_latest["AP"] == pytest.approx(latest["AP"], abs=1e-4)
+    assert set(from_latest["per_class"]) == set(dataset.labels) and "threshold" in from_latest["best_f1"]
     assert from_best["AP"] >= from_latest["AP"] - 1e-6
 
     # re-recording an older, weaker checkpoint (its real metrics from training) must not replace best/
@@ -214,6 +240,7 @@ def test_registry():
     ({"image_size": 100}, "multiple of 32"),
     ({"batch": 0}, "batch"),
     ({"learning_rate": "fast"}, "learning_rate"),
+    ({"precision": "fp16"}, "precision='fp16' is not one of: float32, mixed_float16"),
 ])
 def test_bad_settings_fail_before_training(overrides, message, dataset, tmp_path):
     with pytest.raises(ConfigError, match=message):
@@ -228,6 +255,12 @@ def test_learning_rate_scales_with_batch_and_schedule_with_steps():
     assert small.warmup_steps == 100 and large.warmup_steps == 500
     assert tfvision._plan(_settings(learning_rate=0.01)).learning_rate == 0.01
     assert tfvision._plan(_settings(image_size="auto")).image_size == 320
+
+
+def test_mixed_precision_reaches_model_gardens_runtime(dataset):
+    overrides = tfvision._overrides(tfvision._plan(_settings(precision="mixed_float16")), dataset)
+    assert overrides["runtime"]["mixed_precision_dtype"] == "mixed_float16"
+    assert tfvision._overrides(tfvision._plan(_settings()), dataset)["runtime"]["mixed_precision_dtype"] == "float32"
 
 
 def test_init_checkpoint_must_be_reachable(tmp_path):
@@ -264,8 +297,9 @@ def test_make_train_refuses_to_resume_a_run_of_other_classes(dataset, tmp_path, 
     run.path.mkdir(parents=True)
     before = json.dumps({"engine": "tfvision", "model": "retinanet_mobilenetv2", "labels": ["zebra"], "data": "d"})
     run.run_json.write_text(before)
-    (run.path / "ckpt-1.index").write_bytes(b"")                   # it has trained: a checkpoint is there
-    (run.path / "checkpoint").write_text('model_checkpoint_path: "ckpt-1"\n')
+    # a trained run (a run that never trained is started afresh): its checkpoint state, no TF needed
+    (run.path / "checkpoint").write_text('model_checkpoint_path: "ckpt-80"\n')
+    (run.path / "ckpt-80.index").write_bytes(b"")
     with pytest.raises(ConfigError, match="exists with a different labels") as error:
         stage.train(_settings(run="x", data=dataset.directory))
     assert "RUN=<a new name>" in error.value.hint

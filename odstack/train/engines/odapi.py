@@ -80,6 +80,7 @@ def models() -> list[dict]:
 # ========================================================================================= train
 def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     require()
+    _announce_devices(settings.gpus)
     total = _round_up(settings.steps, STEPS_PER_LOOP)
     chunk = _round_up(settings.resolved_checkpoint_every(), STEPS_PER_LOOP)
     if total != settings.steps:
@@ -149,11 +150,15 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
 def _template(settings: TrainSettings) -> tuple[Path, Path | str | None, str, int | None]:
     """(template, fine-tune checkpoint or None, its type, default batch) for a new run."""
     model = settings.resolved_model()
+    scratch = settings.from_scratch or settings.init == "none"  # INIT=none: from scratch, as for tfvision
+    if settings.init not in ("auto", "none", "coco"):
+        raise ConfigError(f"init={settings.init!r}: the OD API zoo has COCO-trained models only",
+                          hint="INIT=auto or coco (the zoo checkpoint), or none (from scratch)")
     if model.endswith(".config"):                       # a pipeline config of the user's own
         path = Path(model).expanduser()
         if not path.is_file():
             raise ConfigError(f"model={model}: no such pipeline config file")
-        if settings.from_scratch:
+        if scratch:
             return path, None, "detection", None
         config = pipeline_config.load(path.read_text(encoding="utf-8"), str(path))
         checkpoint = config.get("train_config.fine_tune_checkpoint")
@@ -163,7 +168,7 @@ def _template(settings: TrainSettings) -> tuple[Path, Path | str | None, str, in
         return path, checkpoint, config.get("train_config.fine_tune_checkpoint_type") or "detection", None
     entry = zoo.get(model)
     model_dir = zoo.download(entry.name, Path(settings.zoo_cache), settings.zoo_url)
-    checkpoint = None if settings.from_scratch else zoo.checkpoint_prefix(model_dir, entry)
+    checkpoint = None if scratch else zoo.checkpoint_prefix(model_dir, entry)
     return model_dir / "pipeline.config", checkpoint, "detection", entry.batch
 
 
@@ -256,6 +261,19 @@ def _round_up(value: int, multiple: int) -> int:
 
 def _absolute(pattern: str) -> str:
     return str(Path(pattern).expanduser().absolute())
+
+
+def _announce_devices(gpus: str) -> None:
+    """Say which devices model_main_tf2 will train on (it uses MirroredStrategy over every visible GPU), and
+    refuse gpus=all/ids that no GPU here can satisfy, before the subprocess starts."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from odstack.train import devices
+
+    found = tf.config.list_physical_devices("GPU")
+    _, message = devices.choose(gpus, [d.name for d in found], "" if found else devices.no_gpu_reason(tf))
+    (LOGGER.warning if "no GPU visible" in message else LOGGER.info)("train[odapi]: %s", message)
 
 
 def _environment(settings: TrainSettings | None) -> dict[str, str]:

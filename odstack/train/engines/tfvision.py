@@ -22,6 +22,8 @@ TensorFlow is imported inside the functions: importing this module (e.g. for `ma
 from __future__ import annotations
 
 import contextlib
+import copy
+import io
 import json
 import logging
 import os
@@ -37,9 +39,11 @@ from urllib.parse import urlparse
 
 import yaml
 
+from odstack import tfrecord
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
-from odstack.log import LOGGER
+from odstack.log import LOGGER, LiveProgress
+from odstack.train import insight
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
 NAME = "tfvision"
@@ -49,7 +53,9 @@ PARAMS_FILE = "params.yaml"     # the fully resolved config, as Model Garden's t
 CHATTER_FILE = "tfvision.log"   # Orbit's and pycocotools' stdout prints (per loop, per eval) go here
 EVAL_SUBDIR = "eval"            # TensorBoard: <run>/train (Orbit's fixed name) and <run>/eval
 KEEP_CHECKPOINTS = 5
-MAX_STEPS_PER_LOOP = 100        # steps inside one tf.function call; also the train summary interval
+MAX_STEPS_PER_LOOP = 20         # steps inside one tf.function call (the progress line advances after each);
+                                # also the train summary interval
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Model Garden's runtime.mixed_precision_dtype
 _PREFIX = f"train[{NAME}]:"
 
 
@@ -80,14 +86,27 @@ MODELS: dict[str, ModelSpec] = {spec.name: spec for spec in [
             "head": {"num_convs": 4, "num_filters": 64, "use_separable_conv": True},
             "norm_activation": {"activation": "relu6", "use_sync_bn": False},
         }),
+    ModelSpec(
+        name="retinanet_resnet50_fpn",
+        description="RetinaNet, ResNet-50 backbone, FPN levels 3-7 (Model Garden's retinanet_resnetfpn_coco model)",
+        input_size=640, batch=8, learning_rate=0.01,
+        notes="GPU-sized; pretrained: INIT=coco (Model Garden's COCO R50-FPN, box AP 36.8: backbone + FPN "
+              "restored, class head new) or INIT=imagenet (ResNet-50 backbone).",
+        model={"norm_activation": {"use_sync_bn": False}}),
 ]}
 
 
 def models() -> list[dict[str, Any]]:
-    """Entries for `make models`."""
-    return [{"engine": NAME, "name": m.name, "description": m.description,
-             "input_size": f"{m.input_size} (auto); demo/CI: 128", "batch": m.batch,
-             "base_experiment": BASE_EXPERIMENT, "notes": m.notes} for m in MODELS.values()]
+    """Entries for `make models`, with the pretrained weights each can start from (INIT=)."""
+    from odstack.train import weights
+
+    rows = []
+    for m in MODELS.values():
+        inits = [f"{w.init}: {w.quality}, {w.input_size} px, {w.url}" for w in weights.WEIGHTS if w.model == m.name]
+        rows.append({"engine": NAME, "name": m.name, "description": m.description,
+                     "input_size": f"{m.input_size} (auto)", "batch": m.batch, "base_experiment": BASE_EXPERIMENT,
+                     "init": "; ".join(inits) or "none published (from scratch)", "notes": m.notes})
+    return rows
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -105,6 +124,9 @@ class _Plan:
     every: int
     steps_per_loop: int
     init_checkpoint: str
+    init_modules: str = "backbone"
+    precision: str = "float32"
+    progress_every: float = 30.0
 
 
 def _spec(settings: TrainSettings) -> ModelSpec:
@@ -147,11 +169,44 @@ def _plan(settings: TrainSettings) -> _Plan:
         if not lr > 0:
             raise ConfigError(f"learning_rate={settings.learning_rate!r} must be a positive number or auto")
     every = settings.resolved_checkpoint_every()
+    precision = str(settings.precision).strip().lower()
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={settings.precision!r} is not one of: {', '.join(PRECISIONS)}",
+                          hint="mixed_float16 for NVIDIA GPUs (Volta or newer); float32 on a CPU")
     return _Plan(model=spec, image_size=size, batch=batch, learning_rate=lr,
                  # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
                  warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
                  steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
-                 init_checkpoint=_init_checkpoint(settings))
+                 **_initial_weights(settings), precision=precision,
+                 progress_every=max(1.0, float(settings.progress_every)))
+
+
+def _initial_weights(settings: TrainSettings) -> dict[str, str]:
+    """Where training starts: ``init_checkpoint`` (a path) wins; else ``init=coco|imagenet|auto`` fetches
+    Model Garden's published weights for the model (odstack/train/weights.py); none/from_scratch: nothing."""
+    from odstack.train import weights
+
+    explicit = _init_checkpoint(settings)
+    if explicit or settings.from_scratch:
+        return {"init_checkpoint": explicit, "init_modules": "backbone"}
+    chosen = weights.resolve(settings.resolved_model(), str(settings.init).strip().lower())
+    if chosen is None:
+        return {"init_checkpoint": "", "init_modules": "backbone"}
+    prefix = weights.fetch(chosen, Path(settings.weights_cache), settings.weights_url, settings.weights_sha256)
+    LOGGER.info("%s init=%s: %s (%s; restores %s, the class head starts new)", _PREFIX, chosen.init, prefix,
+                chosen.quality, chosen.modules)
+    return {"init_checkpoint": str(prefix), "init_modules": chosen.modules}
+
+
+def warm_start(model, checkpoint: str, modules: str) -> dict[str, int]:
+    """Restore ``modules`` (backbone, decoder) of a fresh RetinaNet from ``checkpoint`` as Model Garden's
+    task.initialize does, and count: variables restored per module, and the head's (left new)."""
+    tf = _import_tensorflow()
+    items = {name: getattr(model, name) for name in ("backbone", "decoder") if name in modules}
+    tf.train.Checkpoint(**items).read(checkpoint).expect_partial().assert_existing_objects_matched()
+    counts = {name: len(part.variables) for name, part in items.items()}
+    counts["head (new)"] = len(model.head.variables)
+    return counts
 
 
 def _init_checkpoint(settings: TrainSettings) -> str:
@@ -189,11 +244,12 @@ def _overrides(plan: _Plan, data: DatasetInfo) -> dict[str, Any]:
     size, batch = plan.image_size, plan.batch
     shuffle = min(1000, data.train_images or 1000)  # serialized records: bounded memory on big JPEGs
     return {
-        # float32: the base's bfloat16 is emulated (slow) on CPUs and most GPUs
-        "runtime": {"mixed_precision_dtype": "float32"},
+        # float32 by default: the base's bfloat16 is emulated (slow) on CPUs and most GPUs; precision=
+        # mixed_float16 on an NVIDIA GPU (Model Garden adds the loss scaling)
+        "runtime": {"mixed_precision_dtype": plan.precision},
         "task": {
             "init_checkpoint": plan.init_checkpoint,
-            "init_checkpoint_modules": "backbone",
+            "init_checkpoint_modules": plan.init_modules,
             "annotation_file": "",  # COCO ground truth comes from the val records, not a JSON file
             "model": {**plan.model.model, "num_classes": data.num_classes + 1,  # + background (id 0)
                       "input_size": [size, size, 3]},
@@ -324,36 +380,23 @@ def _chatter_to(path: Path) -> Iterator[None]:
         yield
 
 
-def _strategy(gpus_setting: str):
+def _strategy(gpus_setting: str, doing: str = "training"):
     """The distribution strategy for ``gpus`` (auto | none | all | "0,1"), and a word for the log.
 
     One GPU (or the CPU): Model Garden's ``one_device``; several: ``mirrored`` over them (the batch is
-    global). Devices are chosen with ``set_visible_devices``, before TensorFlow initialises them.
+    global, split across them). Devices are chosen with ``set_visible_devices``, before TensorFlow
+    initialises them; which ones, and why not a GPU, is said loudly (odstack.train.devices).
     """
     tf = _import_tensorflow()
     from official.common import distribute_utils
 
+    from odstack.train import devices
+
     found = tf.config.list_physical_devices("GPU")
-    wanted = str(gpus_setting or "auto").strip().lower()
-    if wanted == "none":
-        chosen = []
-    elif wanted in ("auto", "all"):
-        chosen = tf.config.get_visible_devices("GPU")  # what an earlier call in this process left visible
-    else:
-        try:
-            ids = [int(part) for part in wanted.split(",") if part.strip()]
-        except ValueError:
-            ids = []
-        if not ids:
-            raise ConfigError(f"gpus={gpus_setting!r} must be auto, none, all or device ids like 0,1")
-        missing = [i for i in ids if not 0 <= i < len(found)]
-        if missing:
-            raise ConfigError(f"gpus={gpus_setting!r}: TensorFlow sees {len(found)} GPU(s), not device(s) {missing}",
-                              hint="check nvidia-smi / the container's GPU access, or pass gpus=none")
-        chosen = [found[i] for i in ids]
-    if wanted == "all" and not found:
-        raise ConfigError("gpus=all asked for GPUs but TensorFlow sees none",
-                          hint="check the NVIDIA driver/container toolkit (nvidia-smi), or pass gpus=none")
+    reason = "" if found else devices.no_gpu_reason(tf)
+    ids, message = devices.choose(gpus_setting, [d.name for d in found], reason, doing)
+    chosen = [found[i] for i in ids]
+    (LOGGER.warning if not chosen and "no GPU visible" in message else LOGGER.info)("%s %s", _PREFIX, message)
     if chosen != tf.config.get_visible_devices("GPU"):
         tf.config.set_visible_devices(chosen, "GPU")
     if len(chosen) > 1:
@@ -378,11 +421,71 @@ def _scalars(logs: dict[str, Any]) -> dict[str, float]:
     return values
 
 
+class _EvalCapture:
+    """The COCO ground truth and detections of the task's last evaluation, for odstack.train.insight.
+
+    Model Garden's COCO evaluator builds both during an evaluation and drops them in the task's
+    ``reduce_aggregated_logs``, right after computing its numbers: this wraps that one method of the
+    task instance and converts them first, with Model Garden's own COCO converters.
+    """
+
+    def __init__(self, task):
+        self.ground_truth: dict[str, Any] | None = None
+        self.detections: list[dict[str, Any]] = []
+        original = task.reduce_aggregated_logs
+
+        def reduce_aggregated_logs(aggregated_logs, global_step=None):
+            from official.vision.evaluation import coco_utils
+
+            metric = getattr(task, "coco_metric", None)
+            if metric is not None and metric._groundtruths:  # noqa: SLF001 - see the class docstring
+                # copies: the converters rewrite the boxes in place (yxyx -> xywh), and Model Garden's
+                # own evaluation converts the same arrays right after
+                with contextlib.redirect_stdout(io.StringIO()):
+                    self.ground_truth = coco_utils.convert_groundtruths_to_coco_dataset(
+                        copy.deepcopy(metric._groundtruths))
+                    self.detections = coco_utils.convert_predictions_to_coco_annotations(
+                        copy.deepcopy(metric._predictions))
+            return original(aggregated_logs, global_step)
+
+        task.reduce_aggregated_logs = reduce_aggregated_logs
+
+
+def _mosaic_images(data: DatasetInfo, count: int = insight.MOSAIC_IMAGES) -> dict[int, Any]:
+    """The first val images, keyed by the source id Model Garden's decoder gives them (regenerated:
+    a hash of the encoded image), so they meet their ground truth and detections."""
+    import numpy as np
+    from PIL import Image
+
+    tf = _import_tensorflow()
+    from official.vision.dataloaders import tf_example_decoder
+
+    images = {}
+    for example in tfrecord.read_examples(data.val_shards):
+        encoded = example[tfrecord.Keys.ENCODED][0]
+        source_id = int(tf_example_decoder._generate_source_id(tf.constant(encoded)).numpy())  # noqa: SLF001
+        images[source_id] = np.asarray(Image.open(io.BytesIO(encoded)).convert("RGB"))
+        if len(images) >= count:
+            break
+    return images
+
+
+def _insight(run: RunDir, step: int, capture: _EvalCapture, data: DatasetInfo) -> dict[str, Any]:
+    """Per-class AP, PR/F1 curves, confusion matrix, mosaics, results.png of one evaluation (insight.py)."""
+    if capture.ground_truth is None:
+        return {}
+    names = {class_id: name for name, class_id in data.labels.items()}
+    return insight.analyze(run.path, step, capture.ground_truth, capture.detections, names,
+                           _mosaic_images(data), run.metrics().get("history", []))
+
+
 class _Recorder:
     """Orbit train/eval actions: times training, records every evaluation in the run, logs one line."""
 
-    def __init__(self, run: RunDir, total_steps: int):
+    def __init__(self, run: RunDir, total_steps: int, data: DatasetInfo | None = None):
         self.run = run
+        self.data = data
+        self.capture: _EvalCapture | None = None  # set once the task exists
         self.total_steps = total_steps
         self.manager = None      # set once the runner exists (the actions are created before it)
         self.global_step = None
@@ -391,9 +494,16 @@ class _Recorder:
         self.steps = 0
         self.mark = time.monotonic()
         self.last_step = 0
+        self.every = 0           # steps between evaluations (the progress line says when one runs)
+        self.progress: LiveProgress | None = None
+        self.last_ap = "n/a"
 
-    def start(self, step: int) -> None:
-        self.mark, self.last_step = time.monotonic(), step
+    def start(self, step: int, every: int, progress: LiveProgress) -> None:
+        self.mark, self.last_step, self.every, self.progress = time.monotonic(), step, every, progress
+        progress.status("building the training graph (the first steps compile it)")
+
+    def _rate(self) -> float:
+        return self.steps / self.seconds if self.seconds > 0 else float("nan")
 
     def train_action(self, output: dict[str, Any]) -> None:
         now, step = time.monotonic(), int(self.global_step.numpy())
@@ -403,6 +513,11 @@ class _Recorder:
         loss = output.get("training_loss", output.get("total_loss"))
         if loss is not None:
             self.loss = float(loss.numpy() if hasattr(loss, "numpy") else loss)
+        if self.progress:
+            evaluating = self.data is not None and self.data.val_shards and (
+                step >= self.total_steps or (self.every and step % self.every == 0))
+            self.progress.update(step, rate=self._rate(), loss=self.loss, AP50=self.last_ap,
+                                 doing=f"evaluating on val (step {step})" if evaluating else "training")
 
     def eval_action(self, output: dict[str, Any]) -> None:
         step = int(self.global_step.numpy())
@@ -413,8 +528,13 @@ class _Recorder:
             saved = self.manager.save(checkpoint_number=step, check_interval=False)
             latest = saved or self.manager.latest_checkpoint
         metrics = _scalars(output)
-        is_best = self.run.record_eval(step, Path(latest), metrics)
-        rate = self.steps / self.seconds if self.seconds > 0 else float("nan")
+        metrics["train_loss"] = self.loss
+        extra = _insight(self.run, step, self.capture, self.data) if self.capture else {}
+        is_best = self.run.record_eval(step, Path(latest), metrics, extra)
+        rate = self._rate()
+        self.last_ap = metrics.get("AP50", -1.0)
+        if self.progress:
+            self.progress.update(step, AP50=self.last_ap, doing="training")
         LOGGER.info("%s step %*d/%d  loss %.3f  AP50 %.3f  AP %.3f  %.1f steps/s%s", _PREFIX,
                     len(str(self.total_steps)), step, self.total_steps, self.loss, metrics.get("AP50", -1.0),
                     metrics.get("AP", -1.0), rate, "  (best)" if is_best else "")
@@ -443,17 +563,27 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     LOGGER.info("%s %s at %d px, batch %d, lr %g (warmup %d, cosine to step %d), %s; checkpoint%s every %d steps",
                 _PREFIX, plan.model.name, plan.image_size, plan.batch, plan.learning_rate, plan.warmup_steps,
                 plan.steps, device, " + eval" if evaluate_too else "", plan.every)
+    if plan.precision != "float32" and device == "CPU":
+        LOGGER.warning("%s precision=%s on a CPU is emulated, slower than float32; it is meant for GPUs", _PREFIX,
+                       plan.precision)
     if not evaluate_too:
         LOGGER.warning("%s no val shards in %s: training only (no metrics.json, no best/); re-run `make data` "
                        "with val_fraction > 0 to evaluate", _PREFIX, data.directory)
     if not plan.init_checkpoint:
         LOGGER.info("%s from scratch (no init_checkpoint)", _PREFIX)
 
-    recorder = _Recorder(run, plan.steps)
+    recorder = _Recorder(run, plan.steps, data)
     started = time.monotonic()
     with _chatter_to(run.path / CHATTER_FILE):
         with strategy.scope():
             task = task_factory.get_task(params.task, logging_dir=str(run.path))
+        recorder.capture = _EvalCapture(task)
+        if plan.init_checkpoint:  # a new run starts from these weights (a resumed one from its own checkpoint)
+            def initialize(model, checkpoint=plan.init_checkpoint, modules=plan.init_modules):
+                counts = warm_start(model, checkpoint, modules)
+                LOGGER.info("%s warm start from %s: %s", _PREFIX, checkpoint,
+                            ", ".join(f"{name} {n} variables" for name, n in counts.items()))
+            task.initialize = initialize
         runner = train_lib.OrbitExperimentRunner(
             distribution_strategy=strategy, task=task, mode="train_and_eval" if evaluate_too else "train",
             params=params, model_dir=str(run.path), train_actions=[recorder.train_action],
@@ -466,8 +596,12 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
         if first >= plan.steps:
             LOGGER.info("%s already at step %d >= steps=%d: nothing to train (raise steps to continue)",
                         _PREFIX, first, plan.steps)
-        recorder.start(first)
-        runner.run()
+        progress = LiveProgress(plan.steps, _PREFIX[:-1], initial=first, log_every=plan.progress_every)
+        recorder.start(first, plan.every, progress)
+        try:
+            runner.run()
+        finally:
+            progress.close()
 
         # The final checkpoint must be evaluated even when nothing was left to train (e.g. a run that
         # stopped between its last checkpoint and that checkpoint's evaluation).
@@ -497,15 +631,17 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
     from official.core import task_factory, train_utils
 
     prefix = resolve_checkpoint(Path(checkpoint))
-    strategy, _ = _strategy("auto")
+    strategy, _ = _strategy("auto", "evaluating")
     params = load_params(run.path / PIPELINE_FILE,
                          {"task": {"validation_data": {"input_path": data.val_pattern}}})
     with _chatter_to(run.path / CHATTER_FILE), strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(run.path))
+        capture = _EvalCapture(task)
         trainer = train_utils.create_trainer(params, task, train=False, evaluate=True)
         # expect_partial: the optimizer's slots are in the checkpoint but evaluation never builds them
         trainer.checkpoint.read(str(prefix)).expect_partial()
         logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
-    values = _scalars(logs)
+    values: dict[str, Any] = _scalars(logs)
     values["step"] = float(trainer.global_step.numpy())
+    values.update(_insight(run, int(values["step"]), capture, data))
     return values
