@@ -9,7 +9,6 @@ import io
 import json
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
