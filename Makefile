@@ -247,22 +247,21 @@ synth: $(call on_local,$(VENV)/odapi/.installed) ## make the synthetic shapes da
 
 ##@ Serving (docker-compose.yml; without Docker: the development model server + gunicorn)
 
+# $(call venv_with_protos,<venv>): the venv from its requirements ($<), then TF Serving's gRPC protos without
+# TensorFlow (scripts/client/extract_protos.py): the client's, and the labelling service's, which reaches TF
+# Serving with the client's gRPC module
+define venv_with_protos
+	@echo "setup: $(VENV)/$(1) from $< + TF Serving protos (scripts/client/extract_protos.py)"
+	@test -x $(VENV)/$(1)/bin/python || $(PYTHON) -m venv $(VENV)/$(1)
+	@$(VENV)/$(1)/bin/python -m pip install -q --disable-pip-version-check -r $<
+	@$(VENV)/$(1)/bin/python scripts/client/extract_protos.py --wheel-dir .build/wheels --check \
+	  --target "$$($(VENV)/$(1)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	@touch $@
+endef
 $(VENV)/client/.installed: $(REQ)/client.txt scripts/client/extract_protos.py
-	@echo "setup: $(VENV)/client from $< + TF Serving protos (scripts/client/extract_protos.py)"
-	@test -x $(VENV)/client/bin/python || $(PYTHON) -m venv $(VENV)/client
-	@$(VENV)/client/bin/python -m pip install -q --disable-pip-version-check -r $<
-	@$(VENV)/client/bin/python scripts/client/extract_protos.py --wheel-dir .build/wheels --check \
-	  --target "$$($(VENV)/client/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-	@touch $@
-
-# The labelling venv reaches TF Serving with the client's gRPC module: the client's pins and the same protos.
+	$(call venv_with_protos,client)
 $(VENV)/labelling/.installed: $(REQ)/labelling.txt $(REQ)/client.txt scripts/client/extract_protos.py
-	@echo "setup: $(VENV)/labelling from $< + TF Serving protos (scripts/client/extract_protos.py)"
-	@test -x $(VENV)/labelling/bin/python || $(PYTHON) -m venv $(VENV)/labelling
-	@$(VENV)/labelling/bin/python -m pip install -q --disable-pip-version-check -r $<
-	@$(VENV)/labelling/bin/python scripts/client/extract_protos.py --wheel-dir .build/wheels --check \
-	  --target "$$($(VENV)/labelling/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
-	@touch $@
+	$(call venv_with_protos,labelling)
 
 .PHONY: serve serve-bg serve-down predict test-client bench-serving
 # RUNNER=local: the proxy (container_scripts/proxy.sh) runs when Debian's nginx is installed; without it

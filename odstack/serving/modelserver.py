@@ -631,6 +631,16 @@ def rest_predict(manager: ModelManager, spec: model_pb2.ModelSpec, body: Any) ->
     return {"predictions": [next(iter(r.values())) for r in rows] if len(outputs) == 1 else rows}
 
 
+def _rest_model_spec(match: re.Match) -> model_pb2.ModelSpec:
+    """The ModelSpec of a REST path: ``/v1/models/<name>[/versions/<n> | /labels/<label>]...``."""
+    spec = model_pb2.ModelSpec(name=unquote(match[1]))
+    if match[2]:
+        spec.version.value = int(match[2])
+    elif match[3]:
+        spec.version_label = unquote(match[3])
+    return spec
+
+
 def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
                metrics_path: str | None) -> ThreadingHTTPServer:
     """TF Serving's REST API (status, metadata, predict) and the Prometheus endpoint, in a thread."""
@@ -651,11 +661,7 @@ def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
             match = re.fullmatch(r"/v1/models/([^/]+)(?:/versions/(\d+)|/labels/([^/]+))?(/metadata)?", path)
             if not match:
                 return self._send(404, json.dumps({"error": f"Malformed request: GET {path}"}))
-            spec = model_pb2.ModelSpec(name=unquote(match[1]))
-            if match[2]:
-                spec.version.value = int(match[2])
-            elif match[3]:
-                spec.version_label = unquote(match[3])
+            spec = _rest_model_spec(match)
             try:
                 if match[4]:
                     response = metadata(manager, get_model_metadata_pb2.GetModelMetadataRequest(
@@ -679,11 +685,7 @@ def start_rest(address: str, port: int, manager: ModelManager, metrics: Metrics,
             if match[4] != "predict":
                 return self._send(501, json.dumps({"error": f"{match[4]} is not implemented by odstack's "
                                                             "development model server (predict is)"}))
-            spec = model_pb2.ModelSpec(name=unquote(match[1]))
-            if match[2]:
-                spec.version.value = int(match[2])
-            elif match[3]:
-                spec.version_label = unquote(match[3])
+            spec = _rest_model_spec(match)
             try:
                 length = int(self.headers.get("Content-Length") or -1)
                 if not 0 <= length <= MAX_REST_BODY:
