@@ -375,8 +375,9 @@ test-core: $(VENV)/odapi/.dev-installed $(VENV)/modelserver/.installed $(VENV)/t
 test-serving: $(VENV)/modelserver/.dev-installed ## development model server tests (.venv/modelserver)
 	PYTHONPATH="$(CURDIR)" $(VENV)/modelserver/bin/python -m pytest tests/serving $(PYTEST_ARGS)
 
-test-odapi: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## the OD API chain through make (data, train, resume, eval, export, tflite, tfjs, parity, serve), ~8 min; needs ODAPI=1 venvs
-	PYTHONPATH="$(CURDIR)" ODSTACK_ODAPI_CHAIN=1 $(VENV)/odapi/bin/python -m pytest tests/odapi/test_chain.py $(PYTEST_ARGS)
+test-odapi: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed $(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json $(VENV)/modelserver/.installed $(VENV)/client/.installed $(odapi_venvs) ## the OD API chain through make (data, train, resume, eval, export, tflite, tfjs, parity, serve) and a tiny SSD trained from scratch, ~11 min; needs ODAPI=1 venvs
+	PYTHONPATH="$(CURDIR)" ODSTACK_ODAPI_CHAIN=1 $(VENV)/odapi/bin/python -m pytest tests/odapi/test_chain.py \
+	  tests/odapi/test_odapi_engine.py::test_real_training_from_scratch_resume_and_evaluate $(PYTEST_ARGS)
 
 test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests that need a Docker engine and the built images (RUNNER=docker vs local, compose stack)
 	PYTHONPATH="$(CURDIR)" ODSTACK_DOCKER_TESTS=1 $(VENV)/odapi/bin/python -m pytest tests/docker $(PYTEST_ARGS)
