@@ -104,8 +104,9 @@ def label_studio(loop_dir: Path) -> Iterator[LabelStudio]:
                # the ML backend (and the webhook Label Studio makes for it) is on 127.0.0.1
                ML_BLOCK_LOCAL_IP="false", USE_DEFAULT_BANNED_SUBNETS="false",
                DJANGO_DB="sqlite", LABEL_STUDIO_BASE_DATA_DIR=str(loop_dir / "ls-data"))
+    # hex: a urlsafe password may start with "-", which Label Studio's argument parser takes for an option
     user = ["--data-dir", str(loop_dir / "ls-data"), "--username", "team@example.com", "--password",
-            secrets.token_urlsafe(12), "--user-token", LS_TOKEN, "--enable-legacy-api-token"]
+            secrets.token_hex(12), "--user-token", LS_TOKEN, "--enable-legacy-api-token"]
     log = (loop_dir / "label-studio.log").open("ab")
     subprocess.run([str(LABEL_STUDIO), "init", *user], env=env, stdout=log, stderr=subprocess.STDOUT,
                    check=True, timeout=300)
