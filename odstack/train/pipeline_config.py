@@ -305,6 +305,7 @@ class Rendered:
     template_batch: int | None
     model_type: str
     schedule: str | None
+    input_size: int | None        # what image_size= would set (fixed height, or the keep-aspect max side)
 
 
 def render(template: str, *, num_classes: int, label_map: str | Path, train_input: str | list[str],
@@ -379,7 +380,7 @@ def render(template: str, *, num_classes: int, label_map: str | Path, train_inpu
 
     return Rendered(text=config.to_text(), changes=changes,
                     template_steps=template_steps, template_batch=template_batch, model_type=model_type,
-                    schedule=schedule)
+                    schedule=schedule, input_size=input_size(config))
 
 
 def _render_image_size(config: PipelineConfig, put, model_type: str, size: int, where: str | None) -> None:

@@ -106,7 +106,7 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     write_text_atomic(config_path, rendered.text)
     LOGGER.info("train[odapi]: rendered %s from %s (%s, %s schedule, %d classes, batch %s, input %s px)",
                 config_path, template, rendered.model_type, rendered.schedule or "no", data.num_classes,
-                batch or rendered.template_batch, pipeline_config.input_size(pipeline_config.load(rendered.text)))
+                batch or rendered.template_batch, rendered.input_size)
     if resuming:
         LOGGER.info("train[odapi]: resuming %s at step %d of %d", run.path, step, total)
     if step >= total:
