@@ -262,10 +262,11 @@ def resolve_data(data: str | Path | None, run: "RunDir", stage: str) -> Path:
     """
     from odstack.settings import defaults
 
+    recorded = None if data not in ("auto", "", None) or not run.exists() else run.info().get("data")
     if data not in ("auto", "", None):
         directory, source = Path(data), "data="
-    elif run.exists() and run.info().get("data"):
-        directory, source = Path(run.info()["data"]), f"recorded in {run.run_json}"
+    elif recorded:
+        directory, source = Path(recorded), f"recorded in {run.run_json}"
     else:
         directory, source = Path(defaults("data")["out"]), "the default output of `make data`"
     if not (directory / "label_map.pbtxt").exists():
