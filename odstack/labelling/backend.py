@@ -38,7 +38,6 @@ from PIL import Image
 from odstack.labelling.config import LabellingSettings
 
 LOG = logging.getLogger("odstack.labelling")
-THRESHOLDS_PATH = Path("assets.extra") / "thresholds.json"
 LOCAL_FILES = "/data/local-files/"
 
 bp = Blueprint("ml_backend", __name__)
@@ -118,8 +117,10 @@ class Predictor:
         """The version's own ``assets.extra/thresholds.json`` ``score_threshold``, else the project's."""
         with self._lock:
             if version not in self._thresholds:
-                self._thresholds[version] = _model_threshold(
-                    self.settings.serving_dir / self.settings.model_name / str(version) / THRESHOLDS_PATH)
+                from odclient.labels import model_threshold  # the client's reader of the same file
+
+                self._thresholds[version] = model_threshold(self.settings.serving_dir, self.settings.model_name,
+                                                            version)
             value = self._thresholds[version]
         if value is not None:
             return value
@@ -192,17 +193,6 @@ class Predictor:
                           "height": (ymax - ymin) * 100, "rotation": 0, "rectanglelabels": [name]}})
         score = float(np.mean([r["score"] for r in regions])) if regions else 0.0
         return {"result": regions, "score": score, "model_version": str(detections.version)}
-
-
-def _model_threshold(path: Path) -> float | None:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8")).get("score_threshold")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, AttributeError) as error:
-        LOG.warning("ignoring unreadable %s: %s", path, error)
-        return None
-    return float(value) if isinstance(value, (int, float)) and 0 <= value <= 1 else None
 
 
 def _project(payload: dict[str, Any]) -> str:
