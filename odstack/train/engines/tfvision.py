@@ -42,7 +42,7 @@ import yaml
 from odstack import tfrecord
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
-from odstack.log import LOGGER, LiveProgress
+from odstack.log import LOGGER, LiveProgress, heartbeat
 from odstack.train import insight
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
@@ -640,8 +640,11 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
         trainer = train_utils.create_trainer(params, task, train=False, evaluate=True)
         # expect_partial: the optimizer's slots are in the checkpoint but evaluation never builds them
         trainer.checkpoint.read(str(prefix)).expect_partial()
-        logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
-    values: dict[str, Any] = _scalars(logs)
-    values["step"] = float(trainer.global_step.numpy())
-    values.update(_insight(run, int(values["step"]), capture, data))
+        with heartbeat(f"eval[{NAME}]") as beat:
+            beat.status(f"evaluating {prefix.name} on {data.val_images or 'the'} val images")
+            logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
+            values: dict[str, Any] = _scalars(logs)
+            values["step"] = float(trainer.global_step.numpy())
+            beat.status("per-class AP, PR/F1 curves, confusion matrix, mosaics")
+            values.update(_insight(run, int(values["step"]), capture, data))
     return values
