@@ -28,7 +28,11 @@ from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
 
 OUTPUT_DIR = Path("output")
-DEFAULT_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
+# model=auto: a pretrained start (what a user's own data needs: from scratch, 200 photos learn little) ...
+DEFAULT_MODELS = {"tfvision": "retinanet_resnet50_fpn", "odapi": "ssd_mobilenet_v2_320x320"}
+# ... and from scratch (init=none, as the demo and CI train: no weights can be downloaded there), the model
+# that trains from scratch in minutes on a CPU. The OD API zoo model is small and pretrained either way.
+SCRATCH_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
 BEST_METRIC = "AP"
 
 
@@ -54,6 +58,7 @@ class TrainSettings:
     gpus: str = "auto"
     precision: str = "float32"
     progress_every: float = 30.0
+    steps_per_loop: int | str = "auto"
     replan: bool = False
     zoo_cache: Path = Path("~/.cache/odstack/zoo")
     zoo_url: str = "auto"
@@ -61,7 +66,10 @@ class TrainSettings:
     def resolved_model(self) -> str:
         if self.engine not in DEFAULT_MODELS:
             raise ConfigError(f"engine={self.engine!r} is not one of: {', '.join(DEFAULT_MODELS)}")
-        return DEFAULT_MODELS[self.engine] if self.model == "auto" else self.model
+        if self.model != "auto":
+            return self.model
+        scratch = self.from_scratch or str(self.init).strip().lower() == "none"
+        return (SCRATCH_MODELS if scratch else DEFAULT_MODELS)[self.engine]
 
     def resolved_run(self) -> str:
         name = self.resolved_model() if self.run == "auto" else self.run

@@ -44,7 +44,7 @@ from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER, LiveProgress, heartbeat
 from odstack.train import insight
-from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
+from odstack.train.run import DEFAULT_MODELS, SCRATCH_MODELS, DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
 NAME = "tfvision"
 BASE_EXPERIMENT = "retinanet_resnetfpn_coco"
@@ -53,8 +53,8 @@ PARAMS_FILE = "params.yaml"     # the fully resolved config, as Model Garden's t
 CHATTER_FILE = "tfvision.log"   # Orbit's and pycocotools' stdout prints (per loop, per eval) go here
 EVAL_SUBDIR = "eval"            # TensorBoard: <run>/train (Orbit's fixed name) and <run>/eval
 KEEP_CHECKPOINTS = 5
-MAX_STEPS_PER_LOOP = 20         # steps inside one tf.function call (the progress line advances after each);
-                                # also the train summary interval
+DEFAULT_STEPS_PER_LOOP = 20     # steps inside one tf.function call (the progress line advances after each);
+                                # also the train summary interval. Its cost: bench/train_bench.py
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Model Garden's runtime.mixed_precision_dtype
 _PREFIX = f"train[{NAME}]:"
 
@@ -105,7 +105,9 @@ def models() -> list[dict[str, Any]]:
         inits = [f"{w.init}: {w.quality}, {w.input_size} px, {w.url}" for w in weights.WEIGHTS if w.model == m.name]
         rows.append({"engine": NAME, "name": m.name, "description": m.description,
                      "input_size": f"{m.input_size} (auto)", "batch": m.batch, "base_experiment": BASE_EXPERIMENT,
-                     "init": "; ".join(inits) or "none published (from scratch)", "notes": m.notes})
+                     "init": "; ".join(inits) or "none published (from scratch)", "notes": m.notes,
+                     "default": {DEFAULT_MODELS[NAME]: "yes (MODEL=auto)",
+                                 SCRATCH_MODELS[NAME]: "with INIT=none (MODEL=auto)"}.get(m.name, "")})
     return rows
 
 
@@ -176,7 +178,8 @@ def _plan(settings: TrainSettings) -> _Plan:
     return _Plan(model=spec, image_size=size, batch=batch, learning_rate=lr,
                  # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
                  warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
-                 steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
+                 steps_per_loop=min(every, _positive_int(settings.steps_per_loop, DEFAULT_STEPS_PER_LOOP,
+                                                         "steps_per_loop")),
                  **_initial_weights(settings), precision=precision,
                  progress_every=max(1.0, float(settings.progress_every)))
 
@@ -563,6 +566,10 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     LOGGER.info("%s %s at %d px, batch %d, lr %g (warmup %d, cosine to step %d), %s; checkpoint%s every %d steps",
                 _PREFIX, plan.model.name, plan.image_size, plan.batch, plan.learning_rate, plan.warmup_steps,
                 plan.steps, device, " + eval" if evaluate_too else "", plan.every)
+    if device == "CPU" and plan.model.name != SCRATCH_MODELS[NAME]:
+        LOGGER.warning("%s %s is GPU-sized: on a CPU expect seconds per step; MODEL=%s INIT=none trains from "
+                       "scratch in minutes on a CPU (but needs more data and steps)", _PREFIX, plan.model.name,
+                       SCRATCH_MODELS[NAME])
     if plan.precision != "float32" and device == "CPU":
         LOGGER.warning("%s precision=%s on a CPU is emulated, slower than float32; it is meant for GPUs", _PREFIX,
                        plan.precision)
