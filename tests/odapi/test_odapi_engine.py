@@ -125,7 +125,7 @@ class FakeOdApi:
     def step(self, prefix):
         return self.steps[str(prefix)]
 
-    def evaluate(self, run, checkpoint, data, env):
+    def evaluate(self, run, checkpoint, data, env, beat=True):
         self.evaluated.append(Path(checkpoint).name)
         step = self.steps[str(checkpoint)]
         ap = {100: 0.2, 200: 0.5, 300: 0.4}.get(step, 0.3)         # best at step 200
@@ -415,10 +415,14 @@ def test_model_main_tf2_output_feeds_the_progress_line():
     progress = LiveProgress(total=400, desc="train[odapi]", initial=100, log_every=3600, quiet=3600)
     try:
         output = odapi.TrainOutput(progress)
+        output.target = 300
         for line in MODEL_MAIN_LINES.splitlines(keepends=True):
             output(line)
         assert progress.line() == ("train[odapi] step 200/400  loss 1.070  lr 0.0004  2.0 steps/s  ETA 1:40")
         assert progress.doing == "training"
+        output.target = 200                                     # the chunk's last step: it saves, then exits
+        output(MODEL_MAIN_LINES.splitlines()[0])
+        assert progress.doing == "saving step 200"
     finally:
         progress.close()
 

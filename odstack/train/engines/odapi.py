@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 import collections
-import copy
+import contextlib
 import glob
 import importlib.util
 import json
@@ -134,12 +134,14 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
 def _train_chunks(run: RunDir, data: DatasetInfo, env: dict, config_path: Path, gpus: str, latest: Path | None,
                   step: int, total: int, chunk: int, progress: LiveProgress) -> None:
     """model_main_tf2 to each chunk target in turn; each new checkpoint evaluated and recorded."""
+    output = TrainOutput(progress)
     for target in chunk_targets(step, total, chunk):
+        output.target = target
         started = time.monotonic()
         progress.status(f"starting model_main_tf2 for steps {step}-{target} (TensorFlow start-up, building the "
                         f"model; its output: {run.path / 'train.log'})")
         _run(train_command(config_path, run.path, target, target - step, gpus), env, run.path / "train.log",
-             what="model_main_tf2", on_line=TrainOutput(progress))
+             what="model_main_tf2", on_line=output)
         seconds = time.monotonic() - started
         new = latest_checkpoint(run.path)
         if new is None or new == latest:
@@ -147,7 +149,7 @@ def _train_chunks(run: RunDir, data: DatasetInfo, env: dict, config_path: Path, 
                                where=str(run.path), hint="see train.log there")
         # the evaluation reads the checkpoint's step anyway; without val shards ask TensorFlow directly
         progress.status(f"evaluating {new.name} on val")
-        metrics = _evaluate(run, new, data, env) if data.val_shards else None
+        metrics = _evaluate(run, new, data, env, beat=False) if data.val_shards else None  # the line says it
         new_step = int(metrics["step"]) if metrics else checkpoint_step(new)
         if new_step != target:
             raise OdstackError(f"model_main_tf2 trained to step {target} but {new.name} holds step {new_step}",
@@ -190,18 +192,24 @@ class TrainOutput:
     def __init__(self, progress: LiveProgress | None):
         self.progress = progress
         self.step: int | None = None
+        self.target: int | None = None      # the step this chunk trains to (then it saves and exits)
         self.refused: dict | None = None    # message and hint, when the subcommand refuses GPUS=
+        self.devices_said = False           # each chunk's subprocess says it again: once is enough
 
     def __call__(self, line: str) -> None:
         if line.startswith(DEVICES_LINE):
             message = line[len(DEVICES_LINE):].strip()
-            (LOGGER.warning if "no GPU visible" in message else LOGGER.info)("train[odapi]: %s", message)
+            if not self.devices_said:
+                (LOGGER.warning if "no GPU visible" in message else LOGGER.info)("train[odapi]: %s", message)
+            self.devices_said = True
         elif line.startswith(DEVICE_ERROR_LINE):
             self.refused = json.loads(line[len(DEVICE_ERROR_LINE):])
         elif (match := self.STEP.search(line)) and self.progress:
             self.step = int(match[1])
             seconds = float(match[2])
-            self.progress.update(self.step, rate=1.0 / seconds if seconds > 0 else None, doing="training")
+            done = self.target is not None and self.step >= self.target
+            self.progress.update(self.step, rate=1.0 / seconds if seconds > 0 else None,
+                                 doing=f"saving step {self.step}" if done else "training")
         elif (match := self.VALUE.search(line)) and self.progress and self.step is not None:
             if match[1] == "Loss/total_loss":
                 self.progress.update(self.step, loss=float(match[2]))
@@ -278,7 +286,7 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
     return _evaluate(run, resolve_checkpoint(checkpoint), data, _environment(None))
 
 
-def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict) -> dict[str, float]:
+def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict, beat: bool = True) -> dict[str, float]:
     config = run.path / "pipeline.config"
     if not config.exists():
         raise ConfigError("no pipeline.config in the run", where=str(run.path), hint="train it first: `make train`")
@@ -288,9 +296,10 @@ def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict) -> di
     out = run.path / f".eval-{os.getpid()}.json"
     label_map = run.label_map if run.label_map.exists() else data.label_map
     try:
-        with heartbeat(f"eval[{NAME}]") as beat:
-            beat.status(f"evaluating {Path(checkpoint).name} on {data.val_images or 'the'} val images "
-                        f"(its output: {run.path / 'eval.log'})")
+        with heartbeat(f"eval[{NAME}]") if beat else contextlib.nullcontext() as heart:
+            if heart:
+                heart.status(f"evaluating {Path(checkpoint).name} on {data.val_images or 'the'} val images "
+                             f"(its output: {run.path / 'eval.log'})")
             _run([sys.executable, "-m", __name__, "evaluate", "--pipeline", str(config), "--checkpoint",
                   str(checkpoint), "--input", _absolute(data.val_pattern), "--label-map", str(label_map.resolve()),
                   "--run-dir", str(run.path), "--out", str(out)],
