@@ -162,13 +162,25 @@ class Heartbeat:
             LOGGER.info("%s%s (%s so far)", self.what, doing, _duration(time.monotonic() - self.started))
 
 
+_BEATING: list[Heartbeat] = []   # the heartbeats running now, innermost last (what doing() talks to)
+
+
 @contextlib.contextmanager
 def heartbeat(what: str, every: float = 10.0) -> Iterator[Heartbeat]:
     """``with heartbeat("tflite[int8]") as beat: beat.status("calibrating on 100 val images")``: one log
     line every ``every`` seconds until the block ends, so long work never looks hung."""
     beat = Heartbeat(what, every)
     beat.start()
+    _BEATING.append(beat)
     try:
         yield beat
     finally:
+        _BEATING.remove(beat)
         beat.stop()
+
+
+def doing(what: str) -> None:
+    """Tell the innermost running heartbeat what the work does now (the CLI runs export, conversion and
+    parity under one, so code deep inside them can say it without being handed the heartbeat)."""
+    if _BEATING:
+        _BEATING[-1].status(what)

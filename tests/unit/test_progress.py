@@ -50,8 +50,10 @@ def test_heartbeat_says_what_long_work_without_steps_is_doing_until_it_ends(capl
 
     logging.getLogger("odstack").propagate = True
     caplog.set_level("INFO", logger="odstack")
-    with heartbeat("tflite[int8]", every=0.3) as beat:
-        beat.status("calibrating on 100 val images")
+    from odstack.log import doing
+
+    with heartbeat("tflite[int8]", every=0.3):
+        doing("calibrating on 100 val images")                # said to the innermost heartbeat
         deadline = time.monotonic() + 10
         while not any("calibrating" in m for m in _messages(caplog)) and time.monotonic() < deadline:
             time.sleep(0.1)
