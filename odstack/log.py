@@ -136,10 +136,12 @@ def _duration(seconds: float | None) -> str:
 
 
 class Heartbeat:
-    """What long work without steps is doing, said every ``every`` seconds while it lasts (see heartbeat)."""
+    """What long work without steps is doing, said every ``every`` seconds while it lasts (see heartbeat);
+    ``ODSTACK_HEARTBEAT_S`` changes the default of 10 s."""
 
-    def __init__(self, what: str, every: float = 10.0):
-        self.what, self.every = what, float(every)
+    def __init__(self, what: str, every: float | None = None):
+        self.what = what
+        self.every = float(every if every is not None else os.environ.get("ODSTACK_HEARTBEAT_S", 10.0))
         self.doing = ""
         self.started = time.monotonic()
         self._stop = threading.Event()
@@ -166,7 +168,7 @@ _BEATING: list[Heartbeat] = []   # the heartbeats running now, innermost last (w
 
 
 @contextlib.contextmanager
-def heartbeat(what: str, every: float = 10.0) -> Iterator[Heartbeat]:
+def heartbeat(what: str, every: float | None = None) -> Iterator[Heartbeat]:
     """``with heartbeat("tflite[int8]") as beat: beat.status("calibrating on 100 val images")``: one log
     line every ``every`` seconds until the block ends, so long work never looks hung."""
     beat = Heartbeat(what, every)
