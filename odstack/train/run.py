@@ -26,9 +26,9 @@ from odstack import labelmap, protos, tfrecord
 from odstack.errors import ConfigError, DatasetError
 from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
+from odstack.train.engines import DEFAULT_MODELS
 
 OUTPUT_DIR = Path("output")
-DEFAULT_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
 BEST_METRIC = "AP"
 
 
