@@ -4,8 +4,8 @@ life from training to the graphs the export stage converts (which never asks whi
 Each module ``odstack/train/engines/<name>.py`` defines:
 
 - ``NAME: str``                                          its key (== module name == ``ENGINE=`` value)
-- ``models() -> list[dict]``                             entries for `make models` (its model table; the
-                                                         row with ``default: True`` is ``DEFAULT_MODELS[NAME]``, below)
+- ``models() -> list[dict]``                             entries for `make models` (its model table; its
+                                                         default model is ``DEFAULT_MODELS[NAME]``, below)
 - ``train(run, settings, data) -> None``                 train (or resume) a run up to ``settings.steps``
 - ``evaluate(run, checkpoint, data) -> dict[str, float]`` COCO metrics of one checkpoint on the val shards,
                                                          and the checkpoint's global ``step``
