@@ -26,7 +26,7 @@ NEGATIVES ?=             ## data: keep = images without any annotation (unsaved 
 ALLOW_OUTSIDE ?=         ## data: 1 = read images whose paths resolve outside SRC (each is listed in the report)
 MIN_EXAMPLES ?=          ## data: classes with fewer boxes are warned about; STRICT=1 fails (default 10)
 ENGINE ?=                ## train: the training engine (`make help` ends with them all; `make models` lists their models)
-MODEL ?=                 ## train: model name (`make models` lists them; default: the engine's default)
+MODEL ?=                 ## train: model name (`make models` lists them; default: the engine's pretrained default; with INIT=none tfvision's CPU-sized one)
 RUN ?=                   ## train/eval: run name under output/ (default: the model name); an existing run resumes
 DATA ?=                  ## train/eval/tflite/parity: directory made by `make data` (default: the one in the run's run.json; a new run: input/tf_records)
 STEPS ?=                 ## train: total training steps (default 1000)
@@ -397,6 +397,7 @@ test-docker: $(VENV)/odapi/.dev-installed $(VENV)/client/.dev-installed ## tests
 bench: $(VENV)/odapi/.dev-installed $(VENV)/toco/.installed bench-serving ## benchmarks (results: bench/results/*.json, docs/benchmarks.md)
 	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.data_bench --images 20000
 	PYTHONPATH="$(CURDIR)" $(VENV)/toco/bin/python -m bench.convert_bench
+	PYTHONPATH="$(CURDIR)" $(VENV)/odapi/bin/python -m bench.train_bench
 
 check-gpu-requirements: ## does the GPU variant (odapi-gpu.txt: tensorflow[and-cuda]) resolve from PyPI? pip --dry-run --report in a scratch venv (~1 min, no GPU needed) -> output/gpu-requirements.json
 	PYTHON=$(PYTHON) bash scripts/gpu/check_requirements.sh

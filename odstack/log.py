@@ -1,14 +1,21 @@
 """One package logger and one progress-bar helper for every stage.
 
-``ODSTACK_VERBOSE=0`` keeps only warnings; progress bars switch themselves off when output is not a
-terminal (CI logs, docker without -t) so logs stay readable.
+``ODSTACK_VERBOSE=0`` keeps only warnings; ``ODSTACK_VERBOSE=2`` also echoes the raw output of the
+tools odstack runs as subprocesses (model_main_tf2: always in their log files). Progress bars switch
+themselves off when output is not a terminal (CI logs, docker without -t) so logs stay readable.
+
+Long work is never silent for more than ~10 s: ``LiveProgress`` for work with steps (training),
+``heartbeat`` for work without (export, conversion, calibration, evaluation), saying what it is doing.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
-from typing import Any, Iterable, TypeVar
+import threading
+import time
+from typing import Any, Iterable, Iterator, TypeVar
 
 from tqdm import tqdm
 
@@ -24,6 +31,11 @@ def setup_logging() -> None:
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(logging.INFO if verbose else logging.WARNING)
     LOGGER.propagate = False
+
+
+def echo_subprocess_output() -> bool:
+    """True if the raw output of the tools odstack runs should reach the terminal (ODSTACK_VERBOSE=2)."""
+    return os.environ.get("ODSTACK_VERBOSE", "1") == "2"
 
 
 def progress(iterable: Iterable[T] | None = None, **kwargs) -> tqdm:
@@ -121,3 +133,54 @@ def _duration(seconds: float | None) -> str:
     seconds = int(round(seconds))
     return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
         f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Heartbeat:
+    """What long work without steps is doing, said every ``every`` seconds while it lasts (see heartbeat)."""
+
+    def __init__(self, what: str, every: float = 10.0):
+        self.what, self.every = what, float(every)
+        self.doing = ""
+        self.started = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="odstack-heartbeat", daemon=True)
+
+    def status(self, doing: str) -> None:
+        """What the work is doing now (said by the next beat)."""
+        self.doing = doing
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            doing = f": {self.doing}" if self.doing else ""
+            LOGGER.info("%s%s (%s so far)", self.what, doing, _duration(time.monotonic() - self.started))
+
+
+_BEATING: list[Heartbeat] = []   # the heartbeats running now, innermost last (what doing() talks to)
+
+
+@contextlib.contextmanager
+def heartbeat(what: str, every: float = 10.0) -> Iterator[Heartbeat]:
+    """``with heartbeat("tflite[int8]") as beat: beat.status("calibrating on 100 val images")``: one log
+    line every ``every`` seconds until the block ends, so long work never looks hung."""
+    beat = Heartbeat(what, every)
+    beat.start()
+    _BEATING.append(beat)
+    try:
+        yield beat
+    finally:
+        _BEATING.remove(beat)
+        beat.stop()
+
+
+def doing(what: str) -> None:
+    """Tell the innermost running heartbeat what the work does now (the CLI runs export, conversion and
+    parity under one, so code deep inside them can say it without being handed the heartbeat)."""
+    if _BEATING:
+        _BEATING[-1].status(what)

@@ -94,7 +94,7 @@ def _read_task(task: Any, number: int, rel: str, root: Path, index: DirIndex,
     task_id = task.get("id") if isinstance(task, dict) else None
     where = Location(rel, item=f"task {task_id}" if task_id is not None else f"tasks[{number}]")
     data = task.get("data") if isinstance(task, dict) else None
-    url = _image_url(data)
+    url = task_image_url(data)
     if url is None:
         issues.skip_image(Reason.INVALID_VALUE, where, "task has no image URL in 'data'; it is skipped")
         return None
@@ -175,7 +175,7 @@ def _rotated_envelope(x: float, y: float, w: float, h: float, degrees: float) ->
     return min(xs), min(ys), max(xs), max(ys)
 
 
-def _image_url(data: Any) -> str | None:
+def task_image_url(data: Any) -> str | None:
     """The task's image URL: data["image"], else the only string value that looks like a file."""
     if not isinstance(data, dict):
         return None

@@ -35,6 +35,7 @@ import requests
 from flask import Blueprint, Response, current_app, jsonify, request
 from PIL import Image
 
+from odstack.labelling import studio
 from odstack.labelling.config import LabellingSettings
 
 LOG = logging.getLogger("odstack.labelling")
@@ -138,18 +139,11 @@ class Predictor:
                 raise PredictError(f"image {url!r} not found under images_root ({path})")
             data = path.read_bytes()
         else:
-            base = self.settings.label_studio_url.rstrip("/")
-            absolute = url if parsed.scheme in ("http", "https") else base + "/" + url.lstrip("/")
-            headers = {}
             token = self.settings.label_studio_token or self.setup_tokens.get(project)
-            if token and absolute.startswith(base):  # Label Studio's token goes to Label Studio only
-                headers["Authorization"] = f"Token {token}"
             try:
-                answer = requests.get(absolute, headers=headers, timeout=self.settings.predict_timeout)
-                answer.raise_for_status()
+                data = studio.fetch(self.settings.label_studio_url, url, token, self.settings.predict_timeout)
             except requests.RequestException as error:
                 raise PredictError(f"cannot fetch image {url!r}: {error}") from None
-            data = answer.content
         try:
             image = Image.open(io.BytesIO(data))
             image.load()

@@ -29,13 +29,15 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 import requests
 from flask import (Blueprint, Response, abort, current_app, jsonify, make_response, render_template_string,
                    request, send_from_directory)
 from sqlalchemy import select
 
-from odstack.labelling import db
+from odstack.formats.label_studio import task_image_url
+from odstack.labelling import db, studio
 from odstack.labelling.config import REPO, LabellingSettings
 
 LOG = logging.getLogger("odstack.labelling")
@@ -206,14 +208,43 @@ class Manager:
         tasks = answer.json()
         if not isinstance(tasks, list):
             raise StageFailed("export: Label Studio's export is not a list of tasks")
+        uploads = self._fetch_uploads(tasks, token)
         text = json.dumps(tasks, indent=1)
         (folder / "export.json").write_text(text, encoding="utf-8")
         # local-files URLs are relative to images_root: the reader resolves them from the export's folder
         beside = self.settings.images_root / f".odstack-labelling-job-{job.id}.json"
         beside.write_text(text, encoding="utf-8")
         labelled = sum(1 for t in tasks if any(not a.get("was_cancelled") for a in t.get("annotations") or []))
-        self._merge_metrics(job.id, {"export": {"tasks": len(tasks), "labelled": labelled}})
+        self._merge_metrics(job.id, {"export": {"tasks": len(tasks), "labelled": labelled, **uploads}})
         return beside
+
+    def _fetch_uploads(self, tasks: list[Any], token: str) -> dict[str, int]:
+        """Images uploaded through Label Studio's UI are in its media folder only: fetched from it into
+        ``images_root/upload/<project>/<file>`` (its own layout, where the data stage's reader looks for
+        ``/data/upload/...`` URLs), once each. Returns how many tasks have uploads and how many were fetched."""
+        root = self.settings.images_root.resolve()
+        found = fetched = 0
+        for task in tasks:
+            url = task_image_url(task.get("data") if isinstance(task, dict) else None)
+            if not url or not urlparse(url).path.startswith(studio.UPLOAD_PREFIX):
+                continue
+            found += 1
+            relative = unquote(urlparse(url).path[len(studio.UPLOAD_PREFIX):])
+            target = (root / "upload" / relative).resolve()
+            if not target.is_relative_to(root / "upload"):
+                raise StageFailed(f"export: uploaded image URL {url!r} points outside Label Studio's upload folder")
+            if target.is_file():
+                continue
+            try:
+                data = studio.fetch(self.settings.label_studio_url, url, token, timeout=120)
+            except requests.RequestException as error:
+                raise StageFailed(f"export: cannot fetch uploaded image {url} from Label Studio: {error}") from None
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(target.name + ".part")
+            partial.write_bytes(data)
+            partial.replace(target)
+            fetched += 1
+        return {"uploads": found, "uploads_fetched": fetched} if found else {}
 
     def _stage(self, job: db.Job, stage: str, args: list[str], log: Path) -> None:
         """``python -m odstack <args>`` from ``self.root``, its output appended to the job log."""

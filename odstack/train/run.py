@@ -26,7 +26,7 @@ from odstack import labelmap, protos, tfrecord
 from odstack.errors import ConfigError, DatasetError
 from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
-from odstack.train.engines import DEFAULT_MODELS
+from odstack.train.engines import DEFAULT_MODELS, SCRATCH_MODELS
 
 OUTPUT_DIR = Path("output")
 BEST_METRIC = "AP"
@@ -54,6 +54,7 @@ class TrainSettings:
     gpus: str = "auto"
     precision: str = "float32"
     progress_every: float = 30.0
+    steps_per_loop: int | str = "auto"
     replan: bool = False
     zoo_cache: Path = Path("~/.cache/odstack/zoo")
     zoo_url: str = "auto"
@@ -61,7 +62,10 @@ class TrainSettings:
     def resolved_model(self) -> str:
         if self.engine not in DEFAULT_MODELS:
             raise ConfigError(f"engine={self.engine!r} is not one of: {', '.join(DEFAULT_MODELS)}")
-        return DEFAULT_MODELS[self.engine] if self.model == "auto" else self.model
+        if self.model != "auto":
+            return self.model
+        scratch = self.from_scratch or str(self.init).strip().lower() == "none"
+        return (SCRATCH_MODELS if scratch else DEFAULT_MODELS)[self.engine]
 
     def resolved_run(self) -> str:
         name = self.resolved_model() if self.run == "auto" else self.run

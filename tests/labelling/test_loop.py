@@ -1,7 +1,8 @@
 """The whole labelling loop against a real Label Studio (PyPI, .venv/labelstudio): `make test-labelling`.
 
 Label Studio on 127.0.0.1 with SQLite (user and token made by its CLI), a project whose RectangleLabels
-come from the label map, the images served as local files (no upload copies), odstack's service
+come from the label map, the images served as local files plus one uploaded through Label Studio (its
+media folder: the backend and the job fetch it from Label Studio with its token), odstack's service
 (`python -m odstack.labelling`, shared secret on) connected as its ML backend, pre-labels from the served
 version 1, people's annotations through Label Studio's API (one task left unlabelled), "Start training"
 from Label Studio -> the job exports, converts, trains a few tfvision steps, evaluates, publishes
@@ -175,16 +176,22 @@ def test_the_labelling_loop(loop_dir: Path, label_studio: LabelStudio, service: 
     manager.headers["Authorization"] = f"Bearer {MANAGER_TOKEN}"
     started = time.monotonic()
 
-    # 1. a project from the label map, the images imported as local files (no upload copies)
+    # 1. a project from the label map, the images imported as local files; one more uploaded (as through the UI)
     project = ls.call("POST", "/api/projects", json={"title": "team", "label_config": label_config(list(LABELS))})["id"]
     images = blob_images(loop_dir / "input" / "team", 6)
     storage = ls.call("POST", "/api/storages/localfiles", json={
         "project": project, "title": "team images", "path": str(loop_dir / "input" / "team"),
         "regex_filter": r".*\.png", "use_blob_urls": True})
     ls.call("POST", f"/api/storages/localfiles/{storage['id']}/sync")
+    uploaded = blob_images(loop_dir / "elsewhere", 7)[-1]                # not under images_root
+    with uploaded.open("rb") as handle:
+        ls.call("POST", f"/api/projects/{project}/import", files={"file": (uploaded.name, handle, "image/png")})
     tasks = sorted(ls.tasks(project), key=lambda t: t["id"])
-    assert len(tasks) == len(images)
-    assert all(t["data"]["image"].startswith("/data/local-files/?d=team/") for t in tasks)
+    assert len(tasks) == len(images) + 1
+    assert all(t["data"]["image"].startswith("/data/local-files/?d=team/") for t in tasks[:-1])
+    upload_url = tasks[-1]["data"]["image"]
+    assert upload_url.startswith(f"/data/upload/{project}/"), upload_url
+    tasks.insert(0, tasks.pop())                   # the upload is labelled below; the last local one is not
 
     # 2. connect the ML backend (basic auth with the shared secret), pre-label with version 1
     backend = ls.call("POST", "/api/ml", json={"project": project, "url": service, "title": "odstack",
@@ -226,7 +233,10 @@ def test_the_labelling_loop(loop_dir: Path, label_studio: LabelStudio, service: 
         assert job["state"] == "done", f"{job['error']}\n{log.read_text()[-3000:] if log.exists() else ''}"
         assert ("running", "train") in seen_states
         assert job["published_version"] == 2 and job["step"] == STEPS and job["loss"] is not None
-        assert job["metrics"]["export"] == {"tasks": 6, "labelled": 5}
+        assert job["metrics"]["export"] == {"tasks": 7, "labelled": 6, "uploads": 1, "uploads_fetched": 1}
+        fetched = loop_dir / "input" / "upload" / upload_url.removeprefix("/data/upload/")
+        assert fetched.read_bytes() == uploaded.read_bytes()              # Label Studio's copy, fetched once
+        assert job["metrics"]["data"]["totals"]["images"] == 6, job["metrics"]["data"]
         assert "eval" in job["metrics"] and "log" in job["files"]
         assert "task" in (loop_dir / "work" / "jobs" / str(job_id) / "records" / "report.json").read_text()
 

@@ -83,7 +83,8 @@ def chain(tmp_path_factory):
 
 def _train(chain, steps: int, *extra: str, check: bool = True) -> subprocess.CompletedProcess:
     return make("train", "ENGINE=odapi", "MODEL=ssd_mobilenet_v2_320x320", f"RUN={RUN}", f"DATA={chain['records']}",
-                f"STEPS={steps}", "BATCH=2", "GPUS=none", f"ARGS={chain['zoo']} checkpoint_every=100", *extra,
+                f"STEPS={steps}", "BATCH=2", "GPUS=none", f"ARGS={chain['zoo']} checkpoint_every=100 progress_every=1",
+                *extra,
                 log=chain["log"], check=check)
 
 
@@ -94,14 +95,34 @@ def test_1_data(chain):
 
 
 def test_2_train_from_the_zoo_checkpoint(chain):
-    _train(chain, 100)
+    trained = _train(chain, 100)
     run = chain["run"]
+    said = trained.stdout + trained.stderr
+    assert "train[odapi]: training on CPU (gpus=none)" in said                  # the device choice, said first
+    assert "train[odapi] step 100/100  loss " in said                           # the progress line, from its log
+    assert "model_lib_v2.py" not in said and "model_lib_v2.py" in (run / "train.log").read_text()
     assert (chain["root"] / "zoo" / f"{STEM}.tar.gz").exists()                 # downloaded once, cached
     config = (run / "pipeline.config").read_text()
     assert f'fine_tune_checkpoint: "{chain["root"] / "zoo" / STEM / STEM / "checkpoint" / "ckpt-0"}"' in config
     assert "num_classes: 1" in config
     metrics = json.loads((run / "metrics.json").read_text())
     assert [h["step"] for h in metrics["history"]] == [100]
+    _assert_read_out(run, metrics["history"][-1], said)
+
+
+def _assert_read_out(run: Path, entry: dict, said: str) -> None:
+    """The evaluation read-out of the OD API engine: as tfvision's, from the OD API's own COCO evaluator."""
+    assert set(entry["per_class"]) == {"raccoon"} and entry["per_class"]["raccoon"]["val_boxes"] > 0
+    assert 0.0 <= entry["best_f1"]["threshold"] <= 1.0
+    saved = json.loads((run / "eval" / "insight.json").read_text())
+    assert saved["step"] == entry["step"] and saved["per_class"] == entry["per_class"]
+    assert saved["per_class"]["raccoon"]["AP50"] == pytest.approx(entry["AP50"], abs=1e-6)   # one class: its mAP
+    drawn = saved["drawn"]
+    assert drawn["pr_curves.png"] == 1 and drawn["f1_curve.png"] == 2 and drawn["confusion_matrix.png"] == 4
+    assert drawn["results.png"] >= 3 and drawn["val_mosaic.png"] == 8          # train losses (TensorBoard), AP, AP50
+    confusion = json.loads((run / "eval" / "confusion_matrix.json").read_text())
+    assert confusion["matrix"][0][0] + confusion["matrix"][1][0] == entry["per_class"]["raccoon"]["val_boxes"]
+    assert "best-F1 score threshold" in said                                     # the table, said by make
 
 
 def test_3_resume_to_more_steps(chain):
@@ -114,14 +135,20 @@ def test_3_resume_to_more_steps(chain):
 
 
 def test_4_eval(chain):
-    make("eval", f"RUN={RUN}", f"DATA={chain['records']}", log=chain["log"])
+    evaluated = make("eval", f"RUN={RUN}", f"DATA={chain['records']}", log=chain["log"])
     latest = json.loads((chain["run"] / "metrics.json").read_text())["latest"]
     assert latest["step"] == 200 and 0.0 <= latest["AP50"] <= 1.0
+    _assert_read_out(chain["run"], latest, evaluated.stdout + evaluated.stderr)
 
 
 def test_5_export_tflite_tfjs_and_parity(chain):
     make("export", f"RUN={RUN}", f"MODEL_NAME={RUN}", log=chain["log"])
     assert (chain["run"] / "saved_model" / "saved_model.pb").exists()
+    exported = json.loads((chain["run"] / "export.json").read_text())
+    history = json.loads((chain["run"] / "metrics.json").read_text())["history"]  # the read-out's threshold ships
+    best_f1 = next(h for h in history if h["step"] == exported["step"])["best_f1"]
+    assert json.loads((chain["run"] / "saved_model" / "assets.extra" / "thresholds.json").read_text()) == {
+        "score_threshold": best_f1["threshold"], "source": f"best F1 on val, step {exported['step']}"}
     assert list((REPO / "output" / "serving" / RUN).glob("*/saved_model.pb"))
     make("tflite", f"RUN={RUN}", "QUANT=float,int8", f"DATA={chain['records']}", log=chain["log"])
     info = json.loads((chain["run"] / "tflite" / "model_info.json").read_text())

@@ -99,7 +99,7 @@ class FakeOdApi:
         self.commands: list[list[str]] = []
         self.evaluated: list[str] = []
 
-    def run(self, command, env, log_path, what):
+    def run(self, command, env, log_path, what, on_line=None):
         self.commands.append(command)
         assert env["TF_USE_LEGACY_KERAS"] == "1"
         flags = dict(c[2:].split("=", 1) for c in command if c.startswith("--") and "=" in c)
@@ -125,12 +125,17 @@ class FakeOdApi:
     def step(self, prefix):
         return self.steps[str(prefix)]
 
-    def evaluate(self, run, checkpoint, data, env):
+    def evaluate(self, run, checkpoint, data, env, beat=True):
         self.evaluated.append(Path(checkpoint).name)
         step = self.steps[str(checkpoint)]
         ap = {100: 0.2, 200: 0.5, 300: 0.4}.get(step, 0.3)         # best at step 200
         return {"AP": ap, "AP50": ap + 0.3, "AP75": ap, "APs": -1.0, "APm": ap, "APl": ap, "ARmax100": ap,
                 "step": step}
+
+
+def _model_main_tf2_calls(fake: FakeOdApi) -> list[list[str]]:
+    """The commands that ran model_main_tf2 (through the engine's own `train` subcommand)."""
+    return [c for c in fake.commands if c[1:4] == ["-m", odapi.__name__, "train"]]
 
 
 @pytest.fixture
@@ -171,7 +176,7 @@ def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, serve
 
     assert requests == [f"/{MODEL.archive}"]
     # steps=250 -> 300 (loops of 100); checkpoint_every=auto -> 50 -> 100: three chunks, one save each
-    trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
+    trained = _model_main_tf2_calls(fake)
     assert [(c[-3], c[-2]) for c in trained] == [
         ("--num_train_steps=100", "--checkpoint_every_n=100"), ("--num_train_steps=200", "--checkpoint_every_n=100"),
         ("--num_train_steps=300", "--checkpoint_every_n=100")]
@@ -202,7 +207,7 @@ def test_train_downloads_renders_chunks_evaluates_and_keeps_the_best(fake, serve
     (www / MODEL.archive).unlink()
     fake.commands.clear()
     odapi.train(run, zoo_settings(tmp_path, base, steps=500, checkpoint_every=200, replan=True), data)
-    trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
+    trained = _model_main_tf2_calls(fake)
     assert [(c[-3], c[-2]) for c in trained] == [("--num_train_steps=400", "--checkpoint_every_n=100"),
                                                  ("--num_train_steps=500", "--checkpoint_every_n=100")]
     assert requests == [f"/{MODEL.archive}"]
@@ -298,7 +303,8 @@ def test_real_training_from_scratch_resume_and_evaluate(object_detection, tmp_pa
     again = odapi.evaluate(run, run.best_dir, data)
     assert again["step"] == best["step"]
     assert again["AP"] == pytest.approx(best["AP"], abs=1e-6)
-    assert set(again) == set(odapi.COCO_KEYS) | {"step"}
+    assert set(again) == set(odapi.COCO_KEYS) | {"step", "per_class", "best_f1"}   # and the read-out
+    assert set(again["per_class"]) == {"circle", "square", "triangle"} == set(metrics["latest"]["per_class"])
     assert list((run.path / "train").glob("events.out.tfevents.*"))
     assert list((run.path / "eval").glob("events.out.tfevents.*"))
 
@@ -346,7 +352,7 @@ def test_resuming_within_the_plan_keeps_the_schedule(fake, server, tmp_path):  #
     (run.path / "pipeline.config").write_text(config.to_text())
     fake.commands.clear()
     odapi.train(run, zoo_settings(tmp_path, base, steps=600, checkpoint_every=300), data)
-    trained = [c for c in fake.commands if "object_detection.model_main_tf2" in c]
+    trained = _model_main_tf2_calls(fake)
     assert [c[-3] for c in trained] == ["--num_train_steps=600"]
 
 
@@ -385,3 +391,71 @@ def test_a_first_attempt_that_never_trained_is_not_resumed(fake, server, tmp_pat
         stage.train(TrainSettings(model="ssd_mobilenet_v2_320x320", zoo_url=base, **settings))
     assert "new run output/r1" in caplog.text and "resuming" not in caplog.text
     assert json.loads(RunDir.named("r1").run_json.read_text())["model"] == "ssd_mobilenet_v2_320x320"
+
+
+# ============================================================== progress and devices of model_main_tf2
+# model_lib_v2's lines every 100 steps (absl with --alsologtostderr, and TF's python logger), numpy 1 and 2
+MODEL_MAIN_LINES = """\
+I1201 23:41:02.120512 139872 model_lib_v2.py:705] Step 200 per-step time 0.500s
+INFO:tensorflow:Step 200 per-step time 0.500s
+I1201 23:41:02.121733 139872 model_lib_v2.py:708] {'Loss/classification_loss': np.float32(0.61),
+ 'Loss/localization_loss': np.float32(0.31),
+ 'Loss/regularization_loss': np.float32(0.15),
+ 'Loss/total_loss': np.float32(1.07),
+ 'learning_rate': np.float32(0.0004)}
+INFO:tensorflow:{'Loss/classification_loss': 0.61,
+ 'Loss/total_loss': 1.07,
+ 'learning_rate': 0.0004}
+"""
+
+
+def test_model_main_tf2_output_feeds_the_progress_line():
+    from odstack.log import LiveProgress
+
+    progress = LiveProgress(total=400, desc="train[odapi]", initial=100, log_every=3600, quiet=3600)
+    try:
+        output = odapi.TrainOutput(progress)
+        output.target = 300
+        for line in MODEL_MAIN_LINES.splitlines(keepends=True):
+            output(line)
+        assert progress.line() == ("train[odapi] step 200/400  loss 1.070  lr 0.0004  2.0 steps/s  ETA 1:40")
+        assert progress.doing == "training"
+        output.target = 200                                     # the chunk's last step: it saves, then exits
+        output(MODEL_MAIN_LINES.splitlines()[0])
+        assert progress.doing == "saving step 200"
+    finally:
+        progress.close()
+
+
+def test_the_device_line_is_said_and_a_refusal_is_the_users_error(tmp_path, caplog):
+    import sys
+
+    logging_on(caplog)
+    said = odapi.TrainOutput(None)
+    said(odapi.DEVICES_LINE + "training on CPU: no GPU visible (this TensorFlow is a CPU-only build) — make doctor\n")
+    assert any("train[odapi]: training on CPU: no GPU visible" in r.getMessage() and r.levelname == "WARNING"
+               for r in caplog.records)
+    refusal = json.dumps({"message": "gpus=all, but TensorFlow sees no GPU: x", "hint": "make doctor"})
+    command = [sys.executable, "-c", f"print({odapi.DEVICE_ERROR_LINE + refusal!r}); raise SystemExit(3)"]
+    with pytest.raises(ConfigError, match="gpus=all, but TensorFlow sees no GPU") as raised:
+        odapi._run(command, dict(os.environ), tmp_path / "train.log", "model_main_tf2", odapi.TrainOutput(None))
+    assert raised.value.hint == "make doctor"
+
+
+@pytest.mark.parametrize("gpus", ["all", "0"])
+def test_the_train_subcommand_refuses_gpus_this_machine_lacks_before_model_main_tf2(gpus, tmp_path):
+    """The real TensorFlow device query, in the subprocess (no GPU is visible here, nor in CI)."""
+    pytest.importorskip("tensorflow")
+    command = odapi.train_command(tmp_path / "pipeline.config", tmp_path, 100, 100, gpus)
+    env = dict(odapi._environment(None), CUDA_VISIBLE_DEVICES="-1")     # whatever this machine has: none
+    with pytest.raises(ConfigError, match=f"gpus={gpus}.*TensorFlow sees no GPU"):
+        odapi._run(command, env, tmp_path / "train.log", "model_main_tf2", odapi.TrainOutput(None))
+    log = (tmp_path / "train.log").read_text()
+    assert odapi.DEVICE_ERROR_LINE in log and "model_lib_v2" not in log     # refused before it started
+
+
+def logging_on(caplog) -> None:
+    import logging
+
+    logging.getLogger("odstack").propagate = True
+    caplog.set_level("INFO", logger="odstack")

@@ -178,6 +178,26 @@ def test_which_weights_each_model_and_init_gets(caplog):
         weights.resolve("retinanet_resnet50_fpn", "cocoa")
 
 
+def test_the_default_model_is_a_pretrained_start_and_from_scratch_the_cpu_sized_one(source, tmp_path):
+    """MODEL=auto, INIT=auto (what a user's own data gets): Model Garden's COCO R50-FPN, fetched; INIT=none
+    (the demo, CI): retinanet_mobilenetv2 from scratch."""
+    _, archive = source
+    server = _Server(archive)
+    try:
+        plan = tfvision._plan(tfvision.TrainSettings(engine="tfvision", weights_cache=tmp_path,
+                                                     weights_url=server.url, steps=10))
+        assert plan.model.name == "retinanet_resnet50_fpn" and plan.init_modules == "backbone,decoder"
+        assert Path(plan.init_checkpoint).with_suffix(".index").exists()
+    finally:
+        server.close()
+    for scratch in ({"init": "none"}, {"from_scratch": True}):
+        plan = tfvision._plan(tfvision.TrainSettings(engine="tfvision", steps=10, **scratch))
+        assert plan.model.name == "retinanet_mobilenetv2" and plan.init_checkpoint == ""
+    defaults = {row["name"]: row["default"] for row in tfvision.models()}
+    assert defaults == {"retinanet_mobilenetv2": "with INIT=none (MODEL=auto)",
+                        "retinanet_resnet50_fpn": "yes (MODEL=auto)"}
+
+
 def test_train_settings_fetch_through_the_same_code(source, tmp_path):
     _, archive = source
     server = _Server(archive)

@@ -60,7 +60,7 @@ def test_runs_without_checkpoints_say_train_first(tmp_path):
 
 def test_run_auto_is_the_only_run_else_the_default_models(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert resolve_run_name("auto") == "retinanet_mobilenetv2"  # nothing trained yet: the default run
+    assert resolve_run_name("auto") == "retinanet_resnet50_fpn"  # nothing trained yet: the default run
     assert resolve_run_name("mine") == "mine"
     for name in ("a", "b"):
         (tmp_path / "output" / name).mkdir(parents=True)

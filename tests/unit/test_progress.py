@@ -43,3 +43,21 @@ def test_heartbeat_names_what_runs_when_nothing_advances(caplog):
         progress.close()
     beat = next(m for m in _messages(caplog) if "evaluating on val" in m)
     assert beat.startswith("train[x]: evaluating on val (step 0) (") and beat.endswith("so far, step 0/50)")
+
+
+def test_heartbeat_says_what_long_work_without_steps_is_doing_until_it_ends(caplog):
+    from odstack.log import heartbeat
+
+    logging.getLogger("odstack").propagate = True
+    caplog.set_level("INFO", logger="odstack")
+    from odstack.log import doing
+
+    with heartbeat("tflite[int8]", every=0.3):
+        doing("calibrating on 100 val images")                # said to the innermost heartbeat
+        deadline = time.monotonic() + 10
+        while not any("calibrating" in m for m in _messages(caplog)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    said = [m for m in _messages(caplog) if m.startswith("tflite[int8]")]
+    assert said and said[-1].startswith("tflite[int8]: calibrating on 100 val images (0:0")
+    time.sleep(0.8)                                   # the block ended: no beat after it
+    assert [m for m in _messages(caplog) if m.startswith("tflite[int8]")] == said

@@ -5,7 +5,8 @@ Each module ``odstack/train/engines/<name>.py`` defines:
 
 - ``NAME: str``                                          its key (== module name == ``ENGINE=`` value)
 - ``models() -> list[dict]``                             entries for `make models` (its model table; its
-                                                         default model is ``DEFAULT_MODELS[NAME]``, below)
+                                                         default models are ``DEFAULT_MODELS[NAME]`` and
+                                                         ``SCRATCH_MODELS[NAME]``, below)
 - ``train(run, settings, data) -> None``                 train (or resume) a run up to ``settings.steps``
 - ``evaluate(run, checkpoint, data) -> dict[str, float]`` COCO metrics of one checkpoint on the val shards,
                                                          and the checkpoint's global ``step``
@@ -28,8 +29,12 @@ from types import ModuleType
 
 from odstack.errors import ConfigError
 
-#: engine -> its default model (MODEL=auto): the registry, in the order `make models` and `make help` list them
-DEFAULT_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
+#: The registry: engine -> its default model (MODEL=auto), in the order `make models` and `make help` list them.
+# model=auto: a pretrained start (what a user's own data needs: from scratch, 200 photos learn little) ...
+DEFAULT_MODELS = {"tfvision": "retinanet_resnet50_fpn", "odapi": "ssd_mobilenet_v2_320x320"}
+# ... and from scratch (init=none, as the demo and CI train: no weights can be downloaded there), the model
+# that trains from scratch in minutes on a CPU. The OD API zoo model is small and pretrained either way.
+SCRATCH_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
 ENGINE_NAMES = tuple(DEFAULT_MODELS)
 
 

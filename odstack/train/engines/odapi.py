@@ -3,7 +3,11 @@
 train(): zoo archive (download once, verify, unpack) -> output/<run>/pipeline.config -> model_main_tf2 as
 a subprocess, one chunk of ``checkpoint_every`` steps at a time (it resumes from the run directory's
 latest checkpoint), each chunk's final checkpoint evaluated (COCO metrics, OD API evaluators) and
-recorded in metrics.json; best/ keeps the checkpoint with the highest AP.
+recorded in metrics.json; best/ keeps the checkpoint with the highest AP. model_main_tf2 runs inside
+``python -m odstack.train.engines.odapi train``, which first picks the GPUs (GPUS=) and says so: TensorFlow
+is imported by the subprocesses only, never by the `make train` process itself. Its output goes to
+train.log; the terminal gets a live progress line read from it (step, loss, steps/s, ETA, last AP50:
+model_main_tf2 reports every 100 steps) and, with ODSTACK_VERBOSE=2, the raw output too.
 
 model_main_tf2 traps this module is built around (docs/environment.md):
 - it trains in loops of 100 steps (NUM_STEPS_PER_ITERATION): steps and chunks are rounded up to 100s;
@@ -14,7 +18,9 @@ model_main_tf2 traps this module is built around (docs/environment.md):
 ``evaluate()`` runs this module as ``python -m odstack.train.engines.odapi evaluate ...`` in a subprocess
 (TensorFlow + the OD API stay out of the calling process): it builds the model from pipeline.config,
 restores one checkpoint and runs model_lib_v2.eager_eval_loop once, writing TensorBoard summaries to
-output/<run>/eval/ and the metrics as JSON.
+output/<run>/eval/ and the metrics as JSON, plus the read-out of odstack.train.insight (per-class AP,
+PR/F1 curves and the best-F1 threshold, confusion matrix, mosaics, results.png) from the COCO ground truth
+and detections the OD API's own COCO evaluator collected.
 
 Export (its own section): the OD API's exporters (exporter_main_v2, export_tflite_graph_tf2) in a subprocess.
 
@@ -25,24 +31,26 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
+import glob
 import importlib.util
 import json
-import logging
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import odstack
 from odstack.contract import MEAN_RGB, ODAPI_RESIZE, OUTPUTS_ABOUT, STDDEV_RGB, ExportedSavedModel, Nms
 from odstack.errors import ConfigError, ExportError, OdstackError
 from odstack.fsio import write_text_atomic
-from odstack.log import LOGGER
-from odstack.train import pipeline_config, zoo
+from odstack.log import LOGGER, LiveProgress, echo_subprocess_output, heartbeat
+from odstack.train import insight, pipeline_config, zoo
 from odstack.train.engines import DEFAULT_MODELS
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint
 from odstack.train.run import checkpoint_exists as _checkpoint_exists
@@ -59,6 +67,8 @@ COCO_KEYS = {
     "APl": "DetectionBoxes_Precision/mAP (large)",
     "ARmax100": "DetectionBoxes_Recall/AR@100",
 }
+# what the `train` subprocess prints before model_main_tf2 starts: the device choice, or why it refuses
+DEVICES_LINE, DEVICE_ERROR_LINE = "odstack-devices: ", "odstack-device-error: "
 GET_IT = ("use the odapi image built with the OD API (make image-odapi with --build-arg ODAPI=1), install it "
           "into this environment with scripts/odapi/install_odapi.sh, or train with ENGINE=tfvision (PyPI only)")
 
@@ -85,7 +95,6 @@ def models() -> list[dict]:
 # ========================================================================================= train
 def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     require()
-    _announce_devices(settings.gpus)
     total = _round_up(settings.steps, STEPS_PER_LOOP)
     chunk = _round_up(settings.resolved_checkpoint_every(), STEPS_PER_LOOP)
     if total != settings.steps:
@@ -117,19 +126,34 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     if step >= total:
         LOGGER.info("train[odapi]: %s is already at step %d (steps=%d): nothing to train", run.path, step, total)
     env = _environment(settings)
+    progress = LiveProgress(total, f"train[{NAME}]", initial=step, log_every=settings.progress_every)
+    try:
+        _train_chunks(run, data, env, config_path, settings.gpus, latest, step, total, chunk, progress)
+    finally:
+        progress.close()
+    LOGGER.info("train[odapi]: done. Checkpoints, pipeline.config, metrics.json, TensorBoard events "
+                "(train/, eval/) and the evaluation read-out (eval/) are in %s", run.path)
+
+
+def _train_chunks(run: RunDir, data: DatasetInfo, env: dict, config_path: Path, gpus: str, latest: Path | None,
+                  step: int, total: int, chunk: int, progress: LiveProgress) -> None:
+    """model_main_tf2 to each chunk target in turn; each new checkpoint evaluated and recorded."""
+    output = TrainOutput(progress)
     for target in chunk_targets(step, total, chunk):
+        output.target = target
         started = time.monotonic()
-        _run([sys.executable, "-m", "object_detection.model_main_tf2",
-              f"--pipeline_config_path={config_path}", f"--model_dir={run.path}",
-              f"--num_train_steps={target}", f"--checkpoint_every_n={target - step}", "--alsologtostderr"],
-             env, run.path / "train.log", what="model_main_tf2")
+        progress.status(f"starting model_main_tf2 for steps {step}-{target} (TensorFlow start-up, building the "
+                        f"model; its output: {run.path / 'train.log'})")
+        _run(train_command(config_path, run.path, target, target - step, gpus), env, run.path / "train.log",
+             what="model_main_tf2", on_line=output)
         seconds = time.monotonic() - started
         new = latest_checkpoint(run.path)
         if new is None or new == latest:
             raise OdstackError(f"model_main_tf2 trained to step {target} but saved no new checkpoint",
                                where=str(run.path), hint="see train.log there")
         # the evaluation reads the checkpoint's step anyway; without val shards ask TensorFlow directly
-        metrics = _evaluate(run, new, data, env) if data.val_shards else None
+        progress.status(f"evaluating {new.name} on val")
+        metrics = _evaluate(run, new, data, env, beat=False) if data.val_shards else None  # the line says it
         new_step = int(metrics["step"]) if metrics else checkpoint_step(new)
         if new_step != target:
             raise OdstackError(f"model_main_tf2 trained to step {target} but {new.name} holds step {new_step}",
@@ -142,14 +166,59 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
             LOGGER.warning("train[odapi]: no val shards in %s: step %d not evaluated (no best/ checkpoint)",
                            data.directory, step)
             continue
-        values = {k: v for k, v in metrics.items() if k != "step"}
+        values = {k: v for k, v in metrics.items() if k != "step"}   # with per_class and best_f1: kept as they are
         best = run.record_eval(step, latest, values)
+        progress.update(step, AP50=values["AP50"], doing="training")
         LOGGER.info("train[odapi]: step %d: AP %.3f AP50 %.3f%s", step, values["AP"], values["AP50"],
                     " (best so far)" if best else "")
     if latest is None:
         raise OdstackError("training finished without any checkpoint", where=str(run.path))
-    LOGGER.info("train[odapi]: done. Checkpoints, pipeline.config, metrics.json and TensorBoard events "
-                "(train/, eval/) are in %s", run.path)
+
+
+def train_command(config_path: Path, model_dir: Path, target: int, checkpoint_every: int, gpus: str) -> list[str]:
+    """One model_main_tf2 chunk, run through this module's ``train`` subcommand (devices first)."""
+    return [sys.executable, "-m", __name__, "train", f"--gpus={gpus}", "--",
+            f"--pipeline_config_path={config_path}", f"--model_dir={model_dir}", f"--num_train_steps={target}",
+            f"--checkpoint_every_n={checkpoint_every}", "--alsologtostderr"]
+
+
+class TrainOutput:
+    """model_main_tf2's output, line by line, into the progress line and the log.
+
+    Every 100 steps it logs ``Step 200 per-step time 0.412s`` and then a pprint of the losses and the
+    learning rate (``{'Loss/classification_loss': 0.61, ... 'Loss/total_loss': 1.2, 'learning_rate': 0.01}``,
+    numpy values, over several lines). The device line of the ``train`` subcommand is said as it comes.
+    """
+
+    STEP = re.compile(r"Step (\d+) per-step time ([0-9.]+)s")
+    VALUE = re.compile(r"'(Loss/total_loss|learning_rate)':\s*(?:np\.float\d+\()?([-+0-9.eE]+|nan|inf)")
+
+    def __init__(self, progress: LiveProgress | None):
+        self.progress = progress
+        self.step: int | None = None
+        self.target: int | None = None      # the step this chunk trains to (then it saves and exits)
+        self.refused: dict | None = None    # message and hint, when the subcommand refuses GPUS=
+        self.devices_said = False           # each chunk's subprocess says it again: once is enough
+
+    def __call__(self, line: str) -> None:
+        if line.startswith(DEVICES_LINE):
+            message = line[len(DEVICES_LINE):].strip()
+            if not self.devices_said:
+                (LOGGER.warning if "no GPU visible" in message else LOGGER.info)("train[odapi]: %s", message)
+            self.devices_said = True
+        elif line.startswith(DEVICE_ERROR_LINE):
+            self.refused = json.loads(line[len(DEVICE_ERROR_LINE):])
+        elif (match := self.STEP.search(line)) and self.progress:
+            self.step = int(match[1])
+            seconds = float(match[2])
+            done = self.target is not None and self.step >= self.target
+            self.progress.update(self.step, rate=1.0 / seconds if seconds > 0 else None,
+                                 doing=f"saving step {self.step}" if done else "training")
+        elif (match := self.VALUE.search(line)) and self.progress and self.step is not None:
+            if match[1] == "Loss/total_loss":
+                self.progress.update(self.step, loss=float(match[2]))
+            else:
+                self.progress.update(self.step, lr=f"{float(match[2]):.3g}")
 
 
 def _template(settings: TrainSettings) -> tuple[Path, Path | str | None, str, int | None]:
@@ -221,7 +290,7 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
     return _evaluate(run, resolve_checkpoint(checkpoint), data, _environment(None))
 
 
-def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict) -> dict[str, float]:
+def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict, beat: bool = True) -> dict[str, float]:
     config = run.path / "pipeline.config"
     if not config.exists():
         raise ConfigError("no pipeline.config in the run", where=str(run.path), hint="train it first: `make train`")
@@ -231,13 +300,30 @@ def _evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo, env: dict) -> di
     out = run.path / f".eval-{os.getpid()}.json"
     label_map = run.label_map if run.label_map.exists() else data.label_map
     try:
-        _run([sys.executable, "-m", __name__, "evaluate", "--pipeline", str(config), "--checkpoint", str(checkpoint),
-              "--input", _absolute(data.val_pattern), "--label-map", str(label_map.resolve()),
-              "--summary-dir", str(run.path / "eval"), "--out", str(out)],
-             env, run.path / "eval.log", what="evaluation")
-        return json.loads(out.read_text(encoding="utf-8"))
+        with heartbeat(f"eval[{NAME}]") if beat else contextlib.nullcontext() as heart:
+            if heart:
+                heart.status(f"evaluating {Path(checkpoint).name} on {data.val_images or 'the'} val images "
+                             f"(its output: {run.path / 'eval.log'})")
+            _run([sys.executable, "-m", __name__, "evaluate", "--pipeline", str(config), "--checkpoint",
+                  str(checkpoint), "--input", _absolute(data.val_pattern), "--label-map", str(label_map.resolve()),
+                  "--run-dir", str(run.path), "--out", str(out)],
+                 env, run.path / "eval.log", what="evaluation")
+        values = json.loads(out.read_text(encoding="utf-8"))
     finally:
         out.unlink(missing_ok=True)
+    _say_read_out(run)
+    return values
+
+
+def _say_read_out(run: RunDir) -> None:
+    """The read-out's table and warnings, written by the evaluation subprocess, said here."""
+    record = insight.read(run.path)
+    if record is None:
+        LOGGER.warning("eval[odapi]: no per-class read-out (is eval_config.metrics_set coco_detection_metrics?)")
+        return
+    for warning in record["warnings"]:
+        LOGGER.warning("eval[odapi]: %s", warning)
+    LOGGER.info("%s", insight.table(record["per_class"], record["best_f1"], run.path / "eval"))
 
 
 # =================================================================================== checkpoints
@@ -268,34 +354,19 @@ def _absolute(pattern: str) -> str:
     return str(Path(pattern).expanduser().absolute())
 
 
-def _announce_devices(gpus: str) -> None:
-    """Say which devices model_main_tf2 will train on (it uses MirroredStrategy over every visible GPU), and
-    refuse gpus=all/ids that no GPU here can satisfy, before the subprocess starts."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    from odstack.train import devices
-
-    found = tf.config.list_physical_devices("GPU")
-    _, message = devices.choose(gpus, [d.name for d in found], "" if found else devices.no_gpu_reason(tf))
-    (LOGGER.warning if "no GPU visible" in message else LOGGER.info)("train[odapi]: %s", message)
-
-
 def _environment(settings: TrainSettings | None) -> dict[str, str]:
     env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONUNBUFFERED="1")
     root = str(Path(odstack.__file__).resolve().parents[1])          # so `-m odstack...` works anywhere
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
-    gpus = settings.gpus if settings else "auto"
-    if gpus == "none":
+    if settings and settings.gpus == "none":  # other choices: the train subcommand picks the devices
         env["CUDA_VISIBLE_DEVICES"] = "-1"
-    elif gpus not in ("auto", "all"):
-        env["CUDA_VISIBLE_DEVICES"] = gpus
     return env
 
 
-def _run(command: list[str], env: dict, log_path: Path, what: str) -> None:
-    """Run a command, its output going to ``log_path`` (and stderr unless ODSTACK_VERBOSE=0)."""
-    echo = LOGGER.isEnabledFor(logging.INFO)
+def _run(command: list[str], env: dict, log_path: Path, what: str,
+         on_line: Callable[[str], None] | None = None) -> None:
+    """Run a command, its output going to ``log_path``, to ``on_line`` and (ODSTACK_VERBOSE=2) to stderr."""
+    echo = echo_subprocess_output()
     LOGGER.info("train[odapi]: %s", shlex.join(command))
     tail: collections.deque[str] = collections.deque(maxlen=15)
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -307,9 +378,14 @@ def _run(command: list[str], env: dict, log_path: Path, what: str) -> None:
             for line in process.stdout:
                 log.write(line)
                 tail.append(line)
+                if on_line:
+                    on_line(line)
                 if echo:
                     sys.stderr.write(line)
             code = process.wait()
+    refused = getattr(on_line, "refused", None)
+    if code != 0 and refused:   # GPUS= asked for GPUs this machine does not have: the user's to fix
+        raise ConfigError(refused["message"], hint=refused["hint"])
     if code != 0:
         raise OdstackError(f"{what} failed (exit code {code}); its last lines:\n" + "".join(tail).rstrip(),
                            where=str(log_path), hint=f"the whole log is in {log_path}")
@@ -414,6 +490,73 @@ def tflite_spec(config_path: Path) -> dict[str, Any]:
 
 
 # ================================================================ subprocess side (TF + OD API)
+def _main_train(args: argparse.Namespace) -> None:
+    """GPUS= first (the same rules as tfvision: odstack.train.devices), then model_main_tf2 in this process;
+    it trains with MirroredStrategy over the GPUs left visible."""
+    os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+    import tensorflow as tf
+
+    from odstack.train import devices
+
+    found = tf.config.list_physical_devices("GPU")
+    try:
+        chosen, message = devices.choose(args.gpus, [d.name for d in found],
+                                         "" if found else devices.no_gpu_reason(tf))
+    except ConfigError as error:
+        print(DEVICE_ERROR_LINE + json.dumps({"message": error.message, "hint": error.hint}), flush=True)
+        raise SystemExit(3) from None
+    if found and [found[i] for i in chosen] != found:
+        tf.config.set_visible_devices([found[i] for i in chosen], "GPU")
+    print(f"{DEVICES_LINE}{message}", flush=True)
+    from object_detection import model_main_tf2
+
+    tf.compat.v1.app.run(main=model_main_tf2.main, argv=[model_main_tf2.__file__, *args.flags])
+
+
+def _capture_coco_evaluation(captured: dict[str, Any]) -> None:
+    """Keep the COCO ground truth and detections the OD API's COCO evaluator collected, for the read-out.
+
+    ``CocoDetectionEvaluator.evaluate`` builds its pycocotools datasets from them and eager_eval_loop then
+    drops the evaluator: this wraps that one method (in this subprocess only) and copies them first,
+    as plain JSON values (the evaluator keeps numpy scalars).
+    """
+    from object_detection.metrics import coco_evaluation
+
+    original = coco_evaluation.CocoDetectionEvaluator.evaluate
+
+    def evaluate(self):
+        plain = json.loads(json.dumps({"images": [{"id": i} for i in self._image_ids],  # noqa: SLF001
+                                       "annotations": self._groundtruth_list,           # noqa: SLF001
+                                       "detections": self._detection_boxes_list},       # noqa: SLF001
+                                      default=lambda value: value.item()))
+        captured.update(ground_truth={"images": plain["images"], "annotations": plain["annotations"]},
+                        detections=plain["detections"])
+        return original(self)
+
+    coco_evaluation.CocoDetectionEvaluator.evaluate = evaluate
+
+
+def _mosaic_images(pattern: str, tf, count: int = insight.MOSAIC_IMAGES) -> dict[int, Any]:
+    """The first val images keyed by the id the OD API's input pipeline gives them (a hash of source_id),
+    so they meet their ground truth and detections."""
+    import io
+
+    import numpy as np
+    from object_detection import inputs
+    from PIL import Image
+
+    from odstack import tfrecord
+
+    images: dict[int, Any] = {}
+    for example in tfrecord.read_examples(Path(p) for p in sorted(glob.glob(pattern))):
+        source_id = (example.get(tfrecord.Keys.SOURCE_ID) or [b""])[0]
+        key = int(tf.cast(tf.strings.to_hash_bucket_fast(source_id, inputs.HASH_BINS), tf.int32).numpy())
+        images[key] = np.asarray(Image.open(io.BytesIO(example[tfrecord.Keys.ENCODED][0])).convert("RGB"))
+        if len(images) >= count:
+            break
+    return images
+
+
 def _main_evaluate(args: argparse.Namespace) -> None:
     os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
     import tensorflow as tf
@@ -446,7 +589,9 @@ def _main_evaluate(args: argparse.Namespace) -> None:
     checkpoint.restore(args.checkpoint).expect_partial()
     if eval_config.use_moving_averages:
         optimizer.swap_weights()
-    writer = tf.summary.create_file_writer(args.summary_dir)
+    captured: dict[str, Any] = {}
+    _capture_coco_evaluation(captured)
+    writer = tf.summary.create_file_writer(str(Path(args.run_dir) / "eval"))
     with writer.as_default():
         metrics = model_lib_v2.eager_eval_loop(detection_model, configs, eval_input, global_step=global_step)
     result: dict[str, float] = {name: float(metrics[key]) for name, key in COCO_KEYS.items() if key in metrics}
@@ -455,6 +600,13 @@ def _main_evaluate(args: argparse.Namespace) -> None:
         raise SystemExit(f"the evaluation did not report {missing}: is eval_config.metrics_set "
                          f"coco_detection_metrics? got {sorted(metrics)}")
     result["step"] = int(global_step.numpy())
+    if captured:
+        from odstack import labelmap
+
+        run = RunDir(Path(args.run_dir))
+        names = {class_id: name for name, class_id in labelmap.read(Path(args.label_map)).items()}
+        result.update(insight.analyze(run.path, result["step"], captured["ground_truth"], captured["detections"],
+                                      names, _mosaic_images(args.input, tf), run.metrics().get("history", [])))
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
@@ -465,15 +617,21 @@ def _main_step(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from odstack.log import setup_logging
+
+    setup_logging()
     parser = argparse.ArgumentParser(prog=f"python -m {__name__}", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    evaluate_parser = commands.add_parser("evaluate", help="COCO metrics of one checkpoint, as JSON")
-    for flag in ("--pipeline", "--checkpoint", "--input", "--label-map", "--summary-dir", "--out"):
+    train_parser = commands.add_parser("train", help="pick the GPUs (GPUS=), then run model_main_tf2 with FLAGS")
+    train_parser.add_argument("--gpus", default="auto")
+    train_parser.add_argument("flags", nargs="*", help="model_main_tf2's flags, after --")
+    evaluate_parser = commands.add_parser("evaluate", help="COCO metrics and the read-out of one checkpoint, as JSON")
+    for flag in ("--pipeline", "--checkpoint", "--input", "--label-map", "--run-dir", "--out"):
         evaluate_parser.add_argument(flag, required=True)
     step_parser = commands.add_parser("step", help="print the global step of a checkpoint")
     step_parser.add_argument("prefix")
     args = parser.parse_args(argv)
-    {"evaluate": _main_evaluate, "step": _main_step}[args.command](args)
+    {"train": _main_train, "evaluate": _main_evaluate, "step": _main_step}[args.command](args)
 
 
 if __name__ == "__main__":

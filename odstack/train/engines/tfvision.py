@@ -43,9 +43,10 @@ from odstack.contract import (BYTES_INPUT_KEY, BYTES_SIGNATURE_KEY, INPUT_KEY, M
                               STDDEV_RGB, TF2_RESIZE, ExportedSavedModel, Nms)
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
-from odstack.log import LOGGER, LiveProgress
+from odstack.log import LOGGER, LiveProgress, heartbeat
 from odstack.train import insight
 from odstack.tfruntime import chatter_to, import_tensorflow
+from odstack.train.engines import DEFAULT_MODELS, SCRATCH_MODELS
 from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
 NAME = "tfvision"
@@ -55,8 +56,8 @@ PARAMS_FILE = "params.yaml"     # the fully resolved config, as Model Garden's t
 CHATTER_FILE = "tfvision.log"   # Orbit's and pycocotools' stdout prints (per loop, per eval) go here
 EVAL_SUBDIR = "eval"            # TensorBoard: <run>/train (Orbit's fixed name) and <run>/eval
 KEEP_CHECKPOINTS = 5
-MAX_STEPS_PER_LOOP = 20         # steps inside one tf.function call (the progress line advances after each);
-                                # also the train summary interval
+DEFAULT_STEPS_PER_LOOP = 20     # steps inside one tf.function call (the progress line advances after each);
+                                # also the train summary interval. Its cost: bench/train_bench.py
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")  # Model Garden's runtime.mixed_precision_dtype
 _PREFIX = f"train[{NAME}]:"
 
@@ -107,7 +108,9 @@ def models() -> list[dict[str, Any]]:
         inits = [f"{w.init}: {w.quality}, {w.input_size} px, {w.url}" for w in weights.WEIGHTS if w.model == m.name]
         rows.append({"engine": NAME, "name": m.name, "description": m.description,
                      "input_size": f"{m.input_size} (auto)", "batch": m.batch, "base_experiment": BASE_EXPERIMENT,
-                     "init": "; ".join(inits) or "none published (from scratch)", "notes": m.notes})
+                     "init": "; ".join(inits) or "none published (from scratch)", "notes": m.notes,
+                     "default": {DEFAULT_MODELS[NAME]: "yes (MODEL=auto)",
+                                 SCRATCH_MODELS[NAME]: "with INIT=none (MODEL=auto)"}.get(m.name, "")})
     return rows
 
 
@@ -178,7 +181,8 @@ def _plan(settings: TrainSettings) -> _Plan:
     return _Plan(model=spec, image_size=size, batch=batch, learning_rate=lr,
                  # ~10 % warmup: from-scratch BN nets diverge at full LR on step 1; capped for long runs
                  warmup_steps=max(1, min(500, steps // 10)), steps=steps, every=every,
-                 steps_per_loop=min(every, MAX_STEPS_PER_LOOP),
+                 steps_per_loop=min(every, _positive_int(settings.steps_per_loop, DEFAULT_STEPS_PER_LOOP,
+                                                         "steps_per_loop")),
                  **_initial_weights(settings), precision=precision,
                  progress_every=max(1.0, float(settings.progress_every)))
 
@@ -531,6 +535,10 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     LOGGER.info("%s %s at %d px, batch %d, lr %g (warmup %d, cosine to step %d), %s; checkpoint%s every %d steps",
                 _PREFIX, plan.model.name, plan.image_size, plan.batch, plan.learning_rate, plan.warmup_steps,
                 plan.steps, device, " + eval" if evaluate_too else "", plan.every)
+    if device == "CPU" and plan.model.name != SCRATCH_MODELS[NAME]:
+        LOGGER.warning("%s %s is GPU-sized: on a CPU expect seconds per step; MODEL=%s INIT=none trains from "
+                       "scratch in minutes on a CPU (but needs more data and steps)", _PREFIX, plan.model.name,
+                       SCRATCH_MODELS[NAME])
     if plan.precision != "float32" and device == "CPU":
         LOGGER.warning("%s precision=%s on a CPU is emulated, slower than float32; it is meant for GPUs", _PREFIX,
                        plan.precision)
@@ -608,10 +616,13 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
         trainer = train_utils.create_trainer(params, task, train=False, evaluate=True)
         # expect_partial: the optimizer's slots are in the checkpoint but evaluation never builds them
         trainer.checkpoint.read(str(prefix)).expect_partial()
-        logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
-    values: dict[str, Any] = _scalars(logs)
-    values["step"] = float(trainer.global_step.numpy())
-    values.update(_insight(run, int(values["step"]), capture, data))
+        with heartbeat(f"eval[{NAME}]") as beat:
+            beat.status(f"evaluating {prefix.name} on {data.val_images or 'the'} val images")
+            logs = trainer.evaluate(tf.constant(-1, dtype=tf.int32))
+            values: dict[str, Any] = _scalars(logs)
+            values["step"] = float(trainer.global_step.numpy())
+            beat.status("per-class AP, PR/F1 curves, confusion matrix, mosaics")
+            values.update(_insight(run, int(values["step"]), capture, data))
     return values
 
 
