@@ -13,7 +13,7 @@ BASE_IMAGE ?=            ## base image for docker builds (empty: each Dockerfile
 CA_BUNDLE ?=             ## extra CA bundle (PEM) for pip inside docker builds, e.g. behind a TLS-intercepting proxy
 SRC ?=                   ## data: dataset to convert (default input/raccoon)
 OUT ?=                   ## data: output directory (default input/tf_records)
-FORMAT ?=                ## data: auto | pascal_voc | tf_csv | coco | yolo | darknet | labelme | cvat | label_studio | supervisely | cloud_annotations; any case; also cloudannotations coco_detection coco_json csv cvat_for_images cvat_for_images_1_1 cvat_images cvat_xml cvat_yolo ibm label_me label_studio_json labelimg labelme_json labelstudio ls mscoco pascal sly tensorflow_csv ultralytics voc vott vott_csv yolo1_1 yolo_1_1 yolo_darknet yolo_txt yolo_ultralytics yolov5 yolov8
+FORMAT ?=                ## data: auto (detected) or an annotation format, any case, or an alias of one (`make help` ends with them all)
 VAL_FRACTION ?=          ## data: share of images for val (default 0.2)
 SEED ?=                  ## data: split seed (default 42)
 SPLIT ?=                 ## data: auto (the dataset's own train/val/test split if it has one, else random) | source | random
@@ -25,7 +25,7 @@ WORKERS ?=               ## data: parallel processes (default: CPU cores)
 NEGATIVES ?=             ## data: keep = images without any annotation (unsaved LabelImg XML, unlabelled task) become negatives (default skip, reported)
 ALLOW_OUTSIDE ?=         ## data: 1 = read images whose paths resolve outside SRC (each is listed in the report)
 MIN_EXAMPLES ?=          ## data: classes with fewer boxes are warned about; STRICT=1 fails (default 10)
-ENGINE ?=                ## train: tfvision (PyPI-only, CPU-friendly) | odapi (TF OD API + model zoo)
+ENGINE ?=                ## train: the training engine (`make help` ends with them all; `make models` lists their models)
 MODEL ?=                 ## train: model name (`make models` lists them; default: the engine's pretrained default; with INIT=none tfvision's CPU-sized one)
 RUN ?=                   ## train/eval: run name under output/ (default: the model name); an existing run resumes
 DATA ?=                  ## train/eval/tflite/parity: directory made by `make data` (default: the one in the run's run.json; a new run: input/tf_records)
@@ -110,25 +110,36 @@ docker_gpus = $(if $(filter none,$(GPUS)),,$(if $(shell docker info --format '{{
 # $(call image_tag,<image>): TAG, or TAG-gpu for the odapi image's GPU variant (GPU=1)
 image_tag = $(TAG)$(if $(and $(filter 1,$(GPU)),$(filter odapi,$(1))),-gpu)
 
-# $(call run_stage,<image>,<script>,<args>): the same container script, in the image or in the local venv.
-# docker: the repo is mounted read-only at /workspace with input/ and output/ writable on top, so every
-# repo-relative path means the same thing in both runners; files are written as the calling user.
+# $(call run_stage,<image>,<command>,<args>[,<docker options>]): the same command, in the image or in the
+# local venv. docker: the repo is mounted read-only at /workspace with input/ and output/ writable on top, so
+# every repo-relative path means the same thing in both runners; files are written as the calling user.
+# $(call run_mode,<image>,<mode>,<args>[,<docker options>]): `python -m odstack <mode> <args>` that way.
+# Scripts that do more than that live in container_scripts/ ($(scripts)/<name>.sh in either runner).
 ifeq ($(RUNNER),docker)
+scripts := /opt/odstack/container_scripts
 run_stage = mkdir -p "$(HOME)/.cache/odstack" && docker run --rm --network host --user $$(id -u):$$(id -g) $(4) \
 	-v "$(CURDIR)":/workspace:ro -v "$(CURDIR)/input":/workspace/input -v "$(CURDIR)/output":/workspace/output \
 	-v "$(HOME)/.cache/odstack":/tmp/.cache/odstack -w /workspace $(IMAGE_PREFIX)/$(1):$(call image_tag,$(1)) \
-	/opt/odstack/container_scripts/$(2) $(3)
+	$(2) $(3)
 else
-run_stage = PATH="$(CURDIR)/$(VENV)/$(1)/bin:$$PATH" PYTHONPATH="$(CURDIR)" container_scripts/$(2) $(3)
+scripts := container_scripts
+run_stage = PATH="$(CURDIR)/$(VENV)/$(1)/bin:$$PATH" PYTHONPATH="$(CURDIR)" $(2) $(3)
 endif
+run_mode = $(call run_stage,$(1),python -m odstack $(2),$(3),$(4))
+
+# the registries `make help` ends with come from the code (python -m odstack list): any venv's Python, else python3
+help_python := $(firstword $(wildcard $(VENV)/odapi/bin/python $(VENV)/toco/bin/python) python3)
 
 .PHONY: help
-help: ## show this help
-	@awk 'BEGIN {FS = ":.*## "} \
+help: ## show this help: targets, then variables, then the formats, engines and export formats there are
+	@awk 'BEGIN {FS = ":.*## "} /^##@ Variables/ {next} \
 	  /^##@/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next} \
-	  /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2; next} \
+	  /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk '/^##@ Variables/ {printf "\n\033[1m%s\033[0m\n", substr($$0, 5); next} \
 	  /^[A-Z_]+ \?=.*## / {split($$0, a, "## "); split(a[1], b, " \\?="); v=b[2]; gsub(/^ +| +$$/, "", v); \
 	    printf "  \033[33m%-14s\033[0m %s%s\n", b[1], a[2], (v == "" ? "" : " [" v "]")}' $(MAKEFILE_LIST)
+	@echo; PYTHONPATH="$(CURDIR)" $(help_python) -m odstack list 2>/dev/null | sed 's/^/  /' || \
+	  echo "  (formats, engines and export formats: \`python -m odstack list\` once a venv exists: make venvs)"
 	@echo; echo "  RUNNER is now: $(RUNNER)"
 
 ##@ Setup
@@ -186,11 +197,11 @@ image-%:
 .PHONY: data stats demo train eval models tensorboard synth export tflite tfjs parity doctor
 data: $(call on_local,$(VENV)/odapi/.installed) ## convert SRC (any supported format) into TFRecords + label map + report
 	@mkdir -p input output
-	$(call run_stage,odapi,data.sh,$(data_args))
+	$(call run_mode,odapi,data,$(data_args))
 
 stats: $(call on_local,$(VENV)/odapi/.installed) ## the data report of SRC (counts, warnings, report.html) without writing records; OUT default output/stats
 	@mkdir -p input output
-	$(call run_stage,odapi,stats.sh,$(data_args))
+	$(call run_mode,odapi,stats,$(data_args))
 
 demo: setup ## the newcomer's tour: synthetic data -> train -> export -> TFLite/TF.js -> serve -> detections (~10 min)
 	@mkdir -p input output
@@ -201,49 +212,49 @@ train: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs) $(gpu_venvs)) ## 
 ifeq ($(TF),1)
 	@test -n "$(CONFIG)" -a -n "$(RUN)" || { echo "train TF=1: set CONFIG=<TF1 pipeline.config> and RUN=<name> (docker only)"; exit 2; }
 	@mkdir -p output/$(RUN) && { [ "$(CONFIG)" -ef output/$(RUN)/pipeline.config ] || cp "$(CONFIG)" output/$(RUN)/pipeline.config; }
-	$(call run_stage,odapi-tf1,train_tf1.sh,output/$(RUN)/pipeline.config output/$(RUN) $(or $(STEPS),1000),$(docker_gpus))
+	$(call run_stage,odapi-tf1,$(scripts)/train_tf1.sh,output/$(RUN)/pipeline.config output/$(RUN) $(or $(STEPS),1000),$(docker_gpus))
 else
-	$(call run_stage,odapi,train.sh,$(train_args),$(docker_gpus))
+	$(call run_mode,odapi,train,$(train_args),$(docker_gpus))
 endif
 
 eval: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs) $(gpu_venvs)) ## COCO metrics of a run's checkpoint -> output/<run>/metrics.json
-	$(call run_stage,odapi,eval.sh,$(eval_args))
+	$(call run_mode,odapi,eval,$(eval_args))
 
 models: $(call on_local,$(VENV)/odapi/.installed) ## list the trainable models (model zoo with speed/mAP)
-	@$(call run_stage,odapi,models.sh,)
+	@$(call run_mode,odapi,models,)
 
 tensorboard: $(call on_local,$(VENV)/odapi/.installed) ## serve TensorBoard for output/<RUN> (every run if RUN is empty) on 127.0.0.1:TB_PORT
-	$(call run_stage,odapi,tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
+	$(call run_stage,odapi,$(scripts)/tensorboard.sh,--logdir output/$(RUN) --host 127.0.0.1 --port $(TB_PORT))
 
 export: $(call on_local,$(VENV)/odapi/.installed $(odapi_venvs)) ## SavedModel with the OD API signature + the next TF Serving version in output/serving/MODEL_NAME (TF=1 RUN=…: a TF1 run)
 ifeq ($(TF),1)
 	@test -n "$(RUN)" -a "$(RUNNER)" = docker || { echo "export TF=1: set RUN=<name> (the run make train TF=1 wrote); docker only"; exit 2; }
-	$(call run_stage,odapi-tf1,export_tf1.sh,output/$(RUN))
-	$(call run_stage,odapi,export.sh,$(export_args) tf1=true)
+	$(call run_stage,odapi-tf1,$(scripts)/export_tf1.sh,output/$(RUN))
+	$(call run_mode,odapi,export,$(export_args) tf1=true)
 else
-	$(call run_stage,odapi,export.sh,$(export_args))
+	$(call run_mode,odapi,export,$(export_args))
 endif
 
 tflite: $(call on_local,$(VENV)/toco/.installed $(odapi_venvs)) ## TFLite (QUANT, EDGETPU) in the toco image, then parity
-	$(call run_stage,toco,tflite.sh,$(tflite_args))
+	$(call run_mode,toco,tflite,$(tflite_args))
 
 tfjs: $(call on_local,$(VENV)/tfjs/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## TF.js graph model (QUANT=none|float16|uint8) in the tfjs image
-	$(call run_stage,tfjs,tfjs.sh,$(tfjs_args))
+	$(call run_mode,tfjs,tfjs,$(tfjs_args))
 
 parity: $(call on_local,$(VENV)/toco/.installed $(TFJS_JS)/node_modules/.package-lock.json) ## every exported format vs the SavedModel -> output/<run>/parity.json
-	$(call run_stage,toco,parity.sh,$(parity_args))
+	$(call run_mode,toco,parity,$(parity_args))
 
 doctor: $(call on_local,$(VENV)/odapi/.installed $(gpu_venvs)) ## one screen (+ output/doctor.json): TF and its CUDA/cuDNN, GPUs TF sees and why not, nvidia-smi, Docker runtimes, compose, engines, caches, free disk
 ifeq ($(RUNNER),docker)
 	@echo "== host"; PYTHONPATH="$(CURDIR)" python3 -m odstack.doctor
 	@echo "== in the odapi image (where training runs)"
-	@$(call run_stage,odapi,doctor.sh,$(ARGS),$(docker_gpus))
+	@$(call run_mode,odapi,doctor,$(ARGS),$(docker_gpus))
 else
-	@$(call run_stage,odapi,doctor.sh,$(ARGS))
+	@$(call run_mode,odapi,doctor,$(ARGS))
 endif
 
 synth: $(call on_local,$(VENV)/odapi/.installed) ## make the synthetic shapes dataset (COCO JSON) in SYNTH_OUT
-	$(call run_stage,odapi,synth.sh,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))
+	$(call run_mode,odapi,synth,$(if $(SYNTH_OUT),out=$(SYNTH_OUT)))
 
 ##@ Serving (docker-compose.yml; without Docker: the development model server + gunicorn)
 
@@ -293,7 +304,7 @@ else
 	  if $(have_nginx); then $(local_proxy) & pids="$$pids $$!"; bind=$(CLIENT_UPSTREAM_PORT); \
 	  else $(no_nginx_warning); bind=$(CLIENT_PORT); fi; \
 	  trap 'kill $$pids' EXIT INT TERM; \
-	  BIND=127.0.0.1:$$bind $(local_client_env) $(call run_stage,client,client.sh,)
+	  BIND=127.0.0.1:$$bind $(local_client_env) $(call run_stage,client,$(scripts)/client.sh,)
 endif
 
 serve-bg: $(if $(filter local,$(RUNNER)),$(VENV)/client/.installed $(VENV)/modelserver/.installed,image-client image-proxy) ## start the serving stack in the background and wait until the model is ready

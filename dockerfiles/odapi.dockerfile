@@ -8,8 +8,8 @@
 # Behind an intercepting HTTPS proxy put its CA (or the host bundle) in dockerfiles/ca/*.crt.
 #
 # Run: docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/input:/workspace/input" \
-#        -v "$PWD/output:/workspace/output" odstack/odapi:dev /opt/odstack/container_scripts/data.sh ...
-# No ENTRYPOINT on purpose: the command is the stage's entry script; the default CMD prints help.
+#        -v "$PWD/output:/workspace/output" odstack/odapi:dev python -m odstack data ...
+# No ENTRYPOINT on purpose: the command is the stage's (python -m odstack MODE ...); the default CMD prints help.
 
 # Any Debian-based image with python3 >= 3.11 and its venv module (python:3.11-slim-bookworm,
 # or odstack/base:bookworm: /usr/bin/python3 3.11, no `python`, no pip).

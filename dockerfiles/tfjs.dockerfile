@@ -13,8 +13,8 @@
 # use it during the build only.
 #
 # Run: docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/output:/workspace/output" odstack/tfjs:dev \
-#        /opt/odstack/container_scripts/tfjs.sh run=<run> quant=none
-# No ENTRYPOINT on purpose: the command is the stage's entry script; the default CMD prints help.
+#        python -m odstack tfjs run=<run> quant=none
+# No ENTRYPOINT on purpose: the command is the stage's (python -m odstack tfjs ...); the default CMD prints help.
 
 # Any Debian-based image with python3 >= 3.11 and its venv module (python:3.11-slim-bookworm,
 # or odstack/base:bookworm: /usr/bin/python3 3.11, no `python`, no pip). Node.js comes from Debian.

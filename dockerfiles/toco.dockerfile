@@ -10,8 +10,8 @@
 # Behind an intercepting HTTPS proxy put its CA (or the host bundle) in dockerfiles/ca/*.crt.
 #
 # Run: docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/output:/workspace/output" -v "$PWD/input:/workspace/input" \
-#        odstack/toco:dev /opt/odstack/container_scripts/tflite.sh run=<run> quant=int8
-# No ENTRYPOINT on purpose: the command is the stage's entry script; the default CMD prints help.
+#        odstack/toco:dev python -m odstack tflite run=<run> quant=int8
+# No ENTRYPOINT on purpose: the command is the stage's (python -m odstack MODE ...); the default CMD prints help.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 

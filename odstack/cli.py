@@ -49,9 +49,11 @@ def _models(args: list[str]) -> None:
 
 
 def _export(args: list[str]) -> None:
-    from odstack.export.saved_model import ExportSettings, export
+    from odstack.export import saved_model, tf1
 
-    export(settings.build(ExportSettings, "export", args))
+    options = settings.build(saved_model.ExportSettings, "export", args)
+    # tf1=true: a TF1.15 OD API run, exported by export_tf1.sh in the odapi-tf1 image first
+    (tf1.export if options.tf1 else saved_model.export)(options)
 
 
 def _tflite(args: list[str]) -> None:
@@ -70,6 +72,21 @@ def _tfjs(args: list[str]) -> None:
     from odstack.export.tfjs import TfjsSettings, stage
 
     stage(settings.build(TfjsSettings, "tfjs", args))
+
+
+def _list(args: list[str]) -> None:
+    from odstack import formats
+    from odstack.export.runtimes import RUNTIME_NAMES
+    from odstack.train import engines
+
+    if args:
+        raise OdstackError("list takes no settings")
+    aliases = ", ".join(f"{alias}={name}" for alias, name in sorted(formats.ALIASES.items()))
+    print(f"annotation formats (FORMAT=): auto, {', '.join(formats.FORMAT_NAMES)}\n"
+          f"format aliases (any case; '-', ' ', '.' for '_'): {aliases}\n"
+          f"engines (ENGINE=; default model): "
+          + ", ".join(f"{name} ({model})" for name, model in engines.DEFAULT_MODELS.items())
+          + f"\nexport formats (make parity compares each with the SavedModel): {', '.join(RUNTIME_NAMES)}")
 
 
 def _doctor(args: list[str]) -> None:
@@ -96,6 +113,7 @@ MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "tflite": (_tflite, "TFLite (float|fp16|dynamic|int8, Edge TPU) -> output/<run>/tflite/, then parity"),
     "tfjs": (_tfjs, "TF.js graph model -> output/<run>/tfjs/ (+ signature.json), in the tfjs image"),
     "parity": (_parity, "every exported format vs the SavedModel on the val images -> output/<run>/parity.json"),
+    "list": (_list, "the registries: annotation formats and their aliases, engines, export formats"),
     "doctor": (_doctor, "what this machine can train with: TF + CUDA/cuDNN, GPUs (and why not), Docker, engines, disk"),
     "synth": (_synth, "make a small synthetic shapes dataset (COCO JSON) for demos and tests"),
 }
@@ -128,11 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         section = "data" if mode == "stats" else mode
         print(f"usage: python -m odstack {mode} [key=value ...]\n\nsettings (defaults):\n{settings.describe(section)}")
         if section == "data":
-            from odstack import formats
-
-            print(f"\nformats: {', '.join(formats.FORMAT_NAMES)}\n"
-                  f"format aliases (any case; '-', ' ', '.' for '_'): "
-                  + ", ".join(f"{alias}={name}" for alias, name in sorted(formats.ALIASES.items())))
+            print()
+            _list([])
         return 0
     try:
         MODES[mode][0](args)

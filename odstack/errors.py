@@ -33,3 +33,7 @@ class StrictModeError(OdstackError):
     """STRICT=1 and at least one image or box was skipped."""
 
     exit_code = 3
+
+
+class ExportError(OdstackError):
+    """A format cannot be produced (or fails its checks) for a reason the user can act on."""

@@ -17,7 +17,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 LOG = logging.getLogger("odclient")
 LABEL_MAP_PATH = "assets.extra/label_map.pbtxt"
 #: The score threshold chosen for the model at evaluation (best F1 on val), when its export recorded one:
-#: ``{"score_threshold": 0.42, "source": "best F1 on val, step N"}`` (odstack/export/saved_model.py writes it)
+#: ``{"score_threshold": 0.42, "source": "best F1 on val, step N"}`` (odstack/export/publish.py writes it)
 THRESHOLD_PATH = "assets.extra/thresholds.json"
 
 

@@ -7,9 +7,17 @@
 One function per format (``export_<format>``), each wrapped in :func:`timed` (timed, logged with its
 path and size, failures logged with the stage prefix).
 
-The served contract (docs/architecture.md) is the TF OD API's ``serving_default`` signature; every engine's
-export is adapted to it once, in ``saved_model.py``, so serving, the client and parity never care
-which engine trained the model.
+    saved_model.py  `make export`: the engine's export (its ``export_saved_model``) checked and published
+    tf1.py          `make export TF=1`: a TF1.15 OD API export adapted to the same contract
+    publish.py      the run's saved_model/ swap, TF Serving versions, export.json, thresholds asset
+    tflite.py       `make tflite`: the engine's TFLite graph (its ``tflite_graph``) -> converted, checked
+    tfjs.py         `make tfjs`: the SavedModel -> TF.js graph model + signature.json
+    runtimes/       one module per export format that runs its artifact (find, predict, quantized, ...)
+    parity.py       `make parity`: every runtime's artifacts against the SavedModel
+
+The served contract (docs/architecture.md, odstack/contract.py) is the TF OD API's ``serving_default``
+signature; every engine adapts its export to it (odstack/train/engines), so nothing here cares which
+engine trained the model.
 """
 from __future__ import annotations
 
@@ -23,20 +31,11 @@ from odstack.log import LOGGER
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-#: The OD API export signature (docs/architecture.md): what ``make export`` guarantees and parity/serving rely on.
-SIGNATURE_KEY = "serving_default"
-INPUT_KEY = "input_tensor"
-OUTPUT_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-
-
-class ExportError(OdstackError):
-    """A format cannot be produced (or fails its checks) for a reason the user can act on."""
-
 
 def timed(stage: str) -> Callable[[F], F]:
     """Decorator for one export function: logs start, duration, result path and size; logs failures.
 
-    The wrapped function returns the Path it wrote (file or directory).
+    The wrapped function returns the Path it wrote (file or directory), or a tuple that starts with it.
     """
 
     def wrap(function: F) -> F:
@@ -54,9 +53,10 @@ def timed(stage: str) -> Callable[[F], F]:
                              time.monotonic() - started, type(error).__name__, error)
                 raise
             seconds = time.monotonic() - started
-            if isinstance(result, Path) and result.exists():
-                LOGGER.info("%s: %s done in %.1f s -> %s (%s)", stage, function.__name__, seconds, result,
-                            human_size(path_size(result)))
+            path = result[0] if isinstance(result, tuple) and result else result
+            if isinstance(path, Path) and path.exists():
+                LOGGER.info("%s: %s done in %.1f s -> %s (%s)", stage, function.__name__, seconds, path,
+                            human_size(path_size(path)))
             else:
                 LOGGER.info("%s: %s done in %.1f s", stage, function.__name__, seconds)
             return result

@@ -12,52 +12,35 @@ Float formats pass with every difference <= ``tolerance`` (1e-4) and nothing mis
 quantized ones (fp16, dynamic, int8, ...) report their differences and AP50 loss. ``strict=true``
 (default) makes a failing float format fail the command, after parity.json is written.
 
-Runners: ``saved_model`` (TensorFlow; the reference) and ``tflite`` (ai-edge-litert's interpreter; TF's
-own interpreter mis-computes with XNNPACK, docs/environment.md) are built in. Other formats plug in with
-:func:`register_runner`, from a module listed in ``PLUGINS`` (imported when present), e.g.::
-
-    # odstack/export/tfjs.py
-    from odstack.export import parity
-
-    def _find(run_dir):                      # {format label: artifact}, empty when not exported
-        path = run_dir / "tfjs" / "model.json"
-        return {"tfjs": path} if path.exists() else {}
-
-    def _predict(artifact, images, threads):  # -> one parity.Prediction per image, same order
-        ...  # run Node on [img.array for img in images]; per image:
-        return [parity.Prediction.from_od_api(outputs, seconds) for outputs, seconds in results]
-
-    parity.register_runner("tfjs", parity.Runner(find=_find, predict=_predict,
-                                                 quantized=lambda label: label != "tfjs"))
-
-``outputs`` are the OD API arrays of one image (``detection_boxes`` normalized to the image,
-``detection_scores``, ``detection_classes`` 1-based, ``num_detections``; batch dimension optional).
+Runtimes: one module per export format (odstack/export/runtimes/: saved_model, the reference; tflite,
+ai-edge-litert's interpreter; tfjs, Node), each finding its artifacts in the run and predicting on the
+val images; ``RUNNERS`` is that registry, iterated in order.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib
-import importlib.util
 import io
-import json
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from odstack import labelmap, tfrecord
-from odstack.errors import ConfigError
-from odstack.export import ExportError, human_size, path_size, resolve_run
+from odstack.errors import ConfigError, ExportError
+from odstack.export import human_size, resolve_run
+from odstack.export.runtimes import RUNTIMES
+from odstack.export.runtimes.base import Prediction, Runtime, ValImage
 from odstack.fsio import write_json
 from odstack.log import LOGGER
 
 PARITY_JSON = "parity.json"
 REFERENCE = "saved_model"
-PLUGINS = ("odstack.export.tfjs",)
+#: the runtimes parity runs, the reference first (a copy: tests add a fake one)
+RUNNERS: dict[str, Runtime] = dict(RUNTIMES)
 _PREFIX = "parity"
 
 
@@ -75,67 +58,7 @@ class ParitySettings:
     strict: bool = True
 
 
-@dataclass
-class ValImage:
-    """One val image: decoded pixels and its ground truth (boxes normalized ymin, xmin, ymax, xmax)."""
-
-    image_id: int
-    filename: str
-    array: np.ndarray  # uint8 [H, W, 3] RGB
-    encoded: bytes
-    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.float32))
-    labels: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
-
-    @property
-    def height(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def width(self) -> int:
-        return int(self.array.shape[1])
-
-
-@dataclass
-class Prediction:
-    """One format's detections on one image, in the OD API's terms, and the time the model took."""
-
-    boxes: np.ndarray    # [N, 4] normalized ymin, xmin, ymax, xmax of the original image
-    scores: np.ndarray   # [N]
-    classes: np.ndarray  # [N] int, 1-based label-map ids
-    seconds: float       # the model call (what latency reports)
-    preprocess_seconds: float = 0.0
-
-    @classmethod
-    def from_od_api(cls, outputs: Mapping[str, Any], seconds: float, preprocess_seconds: float = 0.0) -> "Prediction":
-        num = int(np.asarray(outputs["num_detections"]).reshape(-1)[0])
-        return cls(boxes=np.asarray(outputs["detection_boxes"], np.float32).reshape(-1, 4)[:num],
-                   scores=np.asarray(outputs["detection_scores"], np.float32).reshape(-1)[:num],
-                   classes=np.rint(np.asarray(outputs["detection_classes"], np.float32).reshape(-1)[:num])
-                   .astype(np.int64), seconds=float(seconds), preprocess_seconds=float(preprocess_seconds))
-
-
-@dataclass(frozen=True)
-class Runner:
-    """How parity finds and runs one kind of artifact."""
-
-    find: Callable[[Path], dict[str, Path]]                                   # run dir -> {label: artifact}
-    predict: Callable[[Path, Sequence[ValImage], int], list[Prediction]]      # artifact, images, threads
-    quantized: Callable[[str], bool] = lambda label: False                    # judged by AP loss, not 1e-4
-    size: Callable[[Path], int] = path_size                                   # bytes of the artifact
-    runtime: Callable[[], str] = lambda: ""                                   # e.g. "ai-edge-litert 2.3.0"
-
-
-RUNNERS: dict[str, Runner] = {}
-
-
-def register_runner(name: str, runner: Runner) -> None:
-    """Add (or replace) the runner of one kind of artifact; ``saved_model`` is the reference."""
-    if not isinstance(runner, Runner):
-        raise TypeError("register_runner(name, parity.Runner(find=..., predict=...))")
-    RUNNERS[name] = runner
-
-
-# ------------------------------------------------------------------------------------ built-in runners
+# ------------------------------------------------------------------------------------ settings
 
 def _threads(value: int | str) -> int:
     if value == "auto":
@@ -143,93 +66,6 @@ def _threads(value: int | str) -> int:
     if int(value) < 1:
         raise ConfigError(f"threads={value!r} must be >= 1 or auto")
     return int(value)
-
-
-def _find_saved_model(run_dir: Path) -> dict[str, Path]:
-    path = run_dir / "saved_model"
-    return {REFERENCE: path} if (path / "saved_model.pb").exists() else {}
-
-
-def _predict_saved_model(path: Path, images: Sequence[ValImage], threads: int) -> list[Prediction]:
-    from odstack.export.saved_model import import_tensorflow
-
-    tf = import_tensorflow()
-    with contextlib.suppress(RuntimeError):  # only possible before TensorFlow's runtime starts
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-    serve = tf.saved_model.load(str(path)).signatures["serving_default"]
-    if images:
-        serve(input_tensor=tf.constant(images[0].array[None]))  # warm-up: the first call traces
-    predictions = []
-    for image in images:
-        tensor = tf.constant(image.array[None])
-        started = time.perf_counter()
-        outputs = {k: v.numpy() for k, v in serve(input_tensor=tensor).items()}
-        predictions.append(Prediction.from_od_api(outputs, time.perf_counter() - started))
-    return predictions
-
-
-def _find_tflite(run_dir: Path) -> dict[str, Path]:
-    from odstack.export.tflite import TFLITE_DIR
-
-    return {f"tflite_{p.stem[len('model_'):]}": p for p in sorted((run_dir / TFLITE_DIR).glob("model_*.tflite"))
-            if not p.stem.endswith("_edgetpu")}  # Edge TPU models need the TPU to run
-
-
-def _predict_tflite(path: Path, images: Sequence[ValImage], threads: int) -> list[Prediction]:
-    from odstack.export import tflite
-
-    spec = json.loads((path.parent / tflite.INFO_FILE).read_text(encoding="utf-8"))
-    interpreter = tflite.make_interpreter(path, threads)
-    interpreter.allocate_tensors()
-    index = interpreter.get_input_details()[0]["index"]
-
-    def call(image: ValImage) -> tuple[dict[str, np.ndarray], tuple[float, float], float, float]:
-        started = time.perf_counter()
-        x, occupied = tflite.preprocess(image.array, spec)
-        ready = time.perf_counter()
-        interpreter.set_tensor(index, x)
-        interpreter.invoke()
-        outputs = tflite.read_outputs(interpreter)
-        return outputs, occupied, time.perf_counter() - ready, ready - started
-
-    if images:
-        call(images[0])  # warm-up
-    predictions = []
-    for image in images:
-        outputs, occupied, seconds, pre = call(image)
-        predictions.append(Prediction.from_od_api(tflite.postprocess(outputs, spec, occupied), seconds, pre))
-    return predictions
-
-
-def _tflite_runtime() -> str:
-    from odstack.export.tflite import interpreter_name
-
-    return interpreter_name()
-
-
-def _tf_runtime() -> str:
-    from odstack.export.saved_model import import_tensorflow
-
-    return f"tensorflow {import_tensorflow().__version__}"
-
-
-register_runner(REFERENCE, Runner(find=_find_saved_model, predict=_predict_saved_model, runtime=_tf_runtime))
-register_runner("tflite", Runner(find=_find_tflite, predict=_predict_tflite, runtime=_tflite_runtime,
-                                 quantized=lambda label: label != "tflite_float"))
-
-
-def _load_plugins() -> None:
-    for module in PLUGINS:
-        try:
-            if importlib.util.find_spec(module) is None:
-                continue
-        except ModuleNotFoundError:
-            continue
-        try:
-            importlib.import_module(module)
-        except Exception as error:  # noqa: BLE001 - one broken plug-in must not hide the other formats
-            LOGGER.warning("%s: plug-in %s failed to load (%s: %s); its formats are skipped", _PREFIX, module,
-                           type(error).__name__, error)
 
 
 # ------------------------------------------------------------------------------------ val images
@@ -356,7 +192,6 @@ def ap50(images: Sequence[ValImage], predictions: Sequence[Prediction], label_ma
 def run_parity(settings: ParitySettings) -> dict[str, Any]:
     """`make parity`: run every format found in the run on the val images; write parity.json; print a table."""
     run = resolve_run(settings.run)
-    _load_plugins()
     threads = _threads(settings.threads)
     found: dict[str, tuple[str, Path]] = {}
     for name, runner in RUNNERS.items():

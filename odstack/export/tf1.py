@@ -7,7 +7,7 @@ Two steps in two images, because TF 1.15 (Python 3.6) and odstack (Python 3.11, 
    (input type ``image_tensor``) on the run's newest checkpoint, refusing a step-0 one ->
    ``output/<run>/tf1_export/``: ``frozen_inference_graph.pb`` (the frozen graph TF1 tools take),
    ``saved_model/``, ``pipeline.config`` and ``odstack_export.txt`` (checkpoint, step).
-2. ``odapi`` (this module, ``export tf1=true``): the TF1 exporter's signature takes its image as ``inputs``
+2. ``odapi`` (this module; ``python -m odstack export tf1=true`` dispatches here): the TF1 exporter's signature takes its image as ``inputs``
    and adds ``raw_detection_*``/``detection_multiclass_scores``; the TF2 contract (docs/architecture.md, what the
    client sends) is ``input_tensor`` -> the four detection outputs. ONE adapter ``tf.Module`` calls the
    TF1 signature unchanged and exposes the contract -> ``output/<run>/saved_model`` (label map in
@@ -18,12 +18,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from odstack.contract import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY, check_signature
 from odstack.errors import ConfigError
-from odstack.export import INPUT_KEY, OUTPUT_KEYS, SIGNATURE_KEY
+from odstack.export.publish import EXPORT_JSON, export_serving, swap_in_saved_model
+from odstack.export.saved_model import ExportResult, ExportSettings
 from odstack.fsio import check_name, write_json
-from odstack.export.saved_model import (EXPORT_JSON, ExportResult, ExportSettings, check_signature, export_serving,
-                                        import_tensorflow, swap_in_saved_model)
 from odstack.log import LOGGER
+from odstack.tfruntime import import_tensorflow
 
 TF1_EXPORT_DIR = "tf1_export"
 RECORD_FILE = "odstack_export.txt"

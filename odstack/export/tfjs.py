@@ -1,8 +1,9 @@
-"""TF.js conversion: ``output/<run>/saved_model`` -> ``output/<run>/tfjs/`` (graph model + signature.json),
-and the Node runner that executes such a model for the parity checks.
+"""TF.js conversion: ``output/<run>/saved_model`` -> ``output/<run>/tfjs/`` (graph model + signature.json).
+The Node runner that executes such a model (for `make tfjs`'s check and parity) is the TF.js runtime,
+odstack/export/runtimes/tfjs.py.
 
-    python -m odstack tfjs run=<run> quant=none|float16|uint8      (the tfjs image, or .venv/tfjs)
-    python -m odstack.export.tfjs SAVED_MODEL OUT_DIR [--quant ...]  (the same without cfg/default.yaml)
+    python -m odstack tfjs run=<run> quant=none|float16|uint8              (the tfjs image, or .venv/tfjs)
+    python -m odstack tfjs saved_model=DIR out=DIR [quant=...] [check=false]  (any SavedModel)
 
 quant=none writes ``output/<run>/tfjs``, float16/uint8 ``output/<run>/tfjs_<quant>`` (weights quantized,
 the graph still computes in float32), so the variants sit side by side like the TFLite ones and `make parity`
@@ -21,12 +22,10 @@ function (``tf.nest.pack_sequence_as``), then checked against every name and key
 
 Environment: this module runs in the tfjs image / ``.venv/tfjs`` (tensorflowjs 4.22 with its own TF 2.19,
 which cannot share an environment with the training TF 2.20). TensorFlow is imported lazily and only by
-:func:`convert`; :func:`run_tfjs` (Node, ``odstack/export/js/run_tfjs.mjs``) needs numpy and ``node`` only,
-so the parity framework can call it from any venv.
+:func:`convert`.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -34,22 +33,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from odstack.errors import ConfigError, OdstackError
-from odstack.export import OUTPUT_KEYS, SIGNATURE_KEY
+from odstack.contract import OUTPUT_KEYS, SIGNATURE_KEY
+from odstack.errors import ConfigError
+from odstack.export.runtimes.tfjs import SIGNATURE_FILE, TfjsError, run_tfjs_detailed, size_bytes
 from odstack.fsio import check_name, replace_dir
 from odstack.log import LOGGER
+from odstack.tfruntime import import_tensorflow
 
 OUTPUT_DIR = Path("output")
-JS_DIR = Path(__file__).resolve().parent / "js"
-RUNNER_SCRIPT = JS_DIR / "run_tfjs.mjs"
-SIGNATURE_FILE = "signature.json"
 #: The OD API export contract (docs/architecture.md): every converted detector must have these outputs.
 DETECTION_OUTPUTS = OUTPUT_KEYS
 #: quant= value -> converter flags. Weight quantization only: the graph still computes in float32.
@@ -65,10 +63,6 @@ UNSUPPORTED_OPS = {
         "re-export with the OD API's default post-processing (use_combined_nms: false), or for Model Garden "
         "with task.model.detection_generator.nms_version=v1 or v2 (not 'batched')"),
 }
-
-
-class TfjsError(OdstackError):
-    """The SavedModel cannot be converted to, or run as, a TF.js graph model."""
 
 
 @dataclass
@@ -127,7 +121,7 @@ class SavedModelInfo:
 def inspect_saved_model(saved_model: Path, signature: str = SIGNATURE_KEY) -> SavedModelInfo:
     """Load ``signature`` the way tensorflowjs_converter does and read its structured inputs/outputs (the
     graph tensor names the converter keeps) and every op of the function and the functions it calls."""
-    import tensorflow as tf  # TF 2.19 of the tfjs environment; imported only here
+    tf = import_tensorflow()  # TF 2.19 of the tfjs environment (it prints CUDA/XLA noise on CPU hosts)
 
     loaded = tf.saved_model.load(str(saved_model), tags=["serve"])
     if signature not in loaded.signatures:
@@ -271,11 +265,6 @@ def convert(saved_model: Path, out_dir: Path, quant: str = "none", signature: st
     return sig
 
 
-def size_bytes(model_dir: Path) -> int:
-    """model.json + weight shards (what a browser downloads)."""
-    return sum(p.stat().st_size for p in Path(model_dir).iterdir() if p.is_file() and p.name != SIGNATURE_FILE)
-
-
 def stage(settings: TfjsSettings) -> dict[str, Any]:
     """`make tfjs`: convert, write signature.json, optionally run the result once in Node; log a summary."""
     saved_model, out_dir = settings.saved_model_dir(), settings.out_dir()
@@ -300,173 +289,3 @@ def _check_size(sig: dict[str, Any], axis: int = 1) -> int:
     """The fixed input height/width of the model, else 320."""
     shape = next(iter(sig["inputs"].values())).get("shape") or []
     return shape[axis] if len(shape) == 4 and shape[axis] > 0 else 320
-
-
-# ----------------------------------------------------------------------------------------- run (Node)
-@dataclass
-class TfjsRun:
-    """One Node run over a list of images."""
-
-    outputs: list[dict[str, np.ndarray]]   # per image: key -> array shaped as TF.js returns it ([1, ...])
-    latency_ms: list[float]                # per image, after a warm-up run (input tensor -> outputs read back)
-    load_ms: float
-    backend: str
-    tfjs_version: str
-
-
-def node_executable() -> str:
-    """``$ODSTACK_NODE``, else ``node`` on PATH."""
-    node = os.environ.get("ODSTACK_NODE") or shutil.which("node")
-    if not node:
-        raise TfjsError("node (Node.js) is not installed", hint="the tfjs image has it; locally: apt-get install "
-                        "nodejs npm, then `npm ci` in odstack/export/js")
-    return node
-
-
-def node_modules_missing() -> str | None:
-    """Why the Node runner cannot run here (None when it can)."""
-    if not (JS_DIR / "node_modules" / "@tensorflow" / "tfjs").is_dir():
-        return f"{JS_DIR}/node_modules is missing: run `npm ci` in {JS_DIR} (`make venvs` does)"
-    return None
-
-
-def default_backend() -> str:
-    """``$ODSTACK_TFJS_BACKEND`` (cpu | wasm), else cpu: the pure-JS reference kernels (wasm is ~4x faster
-    on CPU but its kernels differ; both are checked against the SavedModel in tests/export_tfjs)."""
-    backend = os.environ.get("ODSTACK_TFJS_BACKEND", "cpu") or "cpu"
-    if backend not in ("cpu", "wasm"):
-        raise ConfigError(f"ODSTACK_TFJS_BACKEND={backend!r} is not cpu or wasm")
-    return backend
-
-
-def run_tfjs_detailed(model_dir: Path, images: Sequence[np.ndarray], *, backend: str | None = None,
-                      outputs: Sequence[str] | None = None, warmup: int = 1, repeat: int = 1,
-                      timeout: float | None = 600) -> TfjsRun:
-    """Run the TF.js graph model in ``model_dir`` on ``images`` (uint8 RGB [H, W, 3]) in Node with pure-JS
-    @tensorflow/tfjs (``backend`` cpu or wasm). ``outputs``: signature keys to return (default: the four
-    detection outputs); they are named through ``signature.json``."""
-    model_dir = Path(model_dir)
-    backend = backend or default_backend()
-    problem = node_modules_missing()
-    if problem:
-        raise TfjsError(problem)
-    signature_path = model_dir / SIGNATURE_FILE
-    if not signature_path.is_file():
-        raise TfjsError("no signature.json next to model.json", where=str(model_dir),
-                        hint="convert with `python -m odstack tfjs` (make tfjs)")
-    sig = json.loads(signature_path.read_text(encoding="utf-8"))
-    keys = list(outputs) if outputs else [k for k in sig.get("detection_outputs", DETECTION_OUTPUTS)]
-    unknown = [k for k in keys if k not in sig["outputs"]]
-    if unknown:
-        raise TfjsError(f"no output {', '.join(unknown)} in signature.json", where=str(signature_path))
-    with tempfile.TemporaryDirectory(prefix="odstack-tfjs-") as tmp:
-        tmp_dir = Path(tmp)
-        paths = []
-        for index, image in enumerate(images):
-            image = np.asarray(image)
-            if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-                raise ValueError(f"image {index}: expected uint8 [H, W, 3], got {image.dtype} {list(image.shape)}")
-            path = tmp_dir / f"image{index:05d}.npy"
-            np.save(path, np.ascontiguousarray(image))
-            paths.append(str(path))
-        wanted = {"inputs": sig["inputs"], "outputs": {k: {"name": sig["outputs"][k]["name"]} for k in keys}}
-        (tmp_dir / "signature.json").write_text(json.dumps(wanted), encoding="utf-8")
-        result_path = tmp_dir / "result.json"
-        command = [node_executable(), str(RUNNER_SCRIPT), "--model", str(model_dir.resolve()),
-                   "--signature", str(tmp_dir / "signature.json"), "--backend", backend,
-                   "--warmup", str(warmup), "--repeat", str(repeat), "--out", str(result_path), "--images", *paths]
-        if not paths:
-            return TfjsRun([], [], 0.0, backend, "")
-        try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=JS_DIR, check=False)
-        except subprocess.TimeoutExpired:
-            raise TfjsError(f"the TF.js runner took more than {timeout:.0f} s", where=str(model_dir)) from None
-        if done.returncode != 0:
-            tail = "\n".join(done.stderr.strip().splitlines()[-15:])
-            raise TfjsError(f"the TF.js runner failed (exit {done.returncode}):\n{tail}", where=str(model_dir))
-        document = json.loads(result_path.read_text(encoding="utf-8"))
-    results = []
-    for entry in document["results"]:
-        results.append({key: np.asarray(value["data"], dtype=_numpy_dtype(value["dtype"])).reshape(value["shape"])
-                        for key, value in entry["outputs"].items()})
-    return TfjsRun(outputs=results, latency_ms=[float(e["latency_ms"]) for e in document["results"]],
-                   load_ms=float(document["load_ms"]), backend=document["backend"],
-                   tfjs_version=document["tfjs_version"])
-
-
-def run_tfjs(model_dir: Path, images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
-    """The parity framework's runner: per image, detection_boxes/scores/classes/num_detections as TF.js
-    computes them (``default_backend()``, shapes with the batch dimension, like the SavedModel's)."""
-    return run_tfjs_detailed(model_dir, images).outputs
-
-
-def _numpy_dtype(dtype: str) -> Any:
-    return {"float32": np.float32, "int32": np.int32, "bool": np.bool_}.get(dtype, np.float32)
-
-
-def runtime() -> str:
-    """e.g. "@tensorflow/tfjs 4.22.0 (cpu backend), node v18.20.4"."""
-    try:
-        package = json.loads((JS_DIR / "node_modules" / "@tensorflow" / "tfjs" / "package.json").read_text())
-        node = subprocess.run([node_executable(), "--version"], capture_output=True, text=True, timeout=30, check=False)
-        return f"@tensorflow/tfjs {package['version']} ({default_backend()} backend), node {node.stdout.strip()}"
-    except (OSError, ValueError, KeyError, OdstackError, subprocess.SubprocessError):
-        return "@tensorflow/tfjs (not installed)"
-
-
-# ------------------------------------------------------------------------------------ parity plug-in
-# odstack/export/parity.py imports this module (its PLUGINS) and runs every tfjs* directory of a run in Node.
-# parity is imported only where it can be (not in .venv/tfjs, which lacks its dependencies).
-def _parity_find(run_dir: Path) -> dict[str, Path]:
-    return {p.parent.name: p for p in sorted(Path(run_dir).glob("tfjs*/model.json"))
-            if (p.parent / SIGNATURE_FILE).is_file()}
-
-
-def _parity_predict(artifact: Path, images: Sequence[Any], threads: int) -> list[Any]:
-    """One Node run over the val images (``threads`` is unused: the tfjs CPU and WASM backends run on one
-    thread here). Latency: the model call in Node, input tensor to outputs read back, after a warm-up."""
-    from odstack.export import parity
-
-    run = run_tfjs_detailed(Path(artifact).parent, [image.array for image in images])
-    return [parity.Prediction.from_od_api(outputs, ms / 1000.0) for outputs, ms in zip(run.outputs, run.latency_ms)]
-
-
-def _register_parity_runner() -> None:
-    try:
-        from odstack.export import parity
-    except ImportError:  # .venv/tfjs / the tfjs image: conversion only
-        return
-    parity.register_runner("tfjs", parity.Runner(
-        find=_parity_find, predict=_parity_predict, quantized=lambda label: label != "tfjs",
-        size=lambda artifact: size_bytes(Path(artifact).parent), runtime=runtime))
-
-
-_register_parity_runner()
-
-
-# ------------------------------------------------------------------------------------------ CLI
-def main(argv: list[str] | None = None) -> int:
-    """``python -m odstack.export.tfjs SAVED_MODEL OUT_DIR [--quant ...]``: the conversion without the
-    settings file (tests, scripts). `make tfjs` uses ``python -m odstack tfjs key=value ...``."""
-    from odstack.log import setup_logging
-
-    parser = argparse.ArgumentParser(prog="python -m odstack.export.tfjs", description=__doc__.split("\n\n")[0])
-    parser.add_argument("saved_model", type=Path)
-    parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--quant", choices=list(QUANTIZATION), default="none")
-    parser.add_argument("--signature", default=SIGNATURE_KEY)
-    parser.add_argument("--shard-mb", type=int, default=4)
-    parser.add_argument("--check", action="store_true", help="run the converted model once in Node")
-    options = parser.parse_args(argv)
-    setup_logging()
-    try:
-        stage(TfjsSettings(saved_model=options.saved_model, out=options.out_dir, quant=options.quant,
-                           signature=options.signature, shard_mb=options.shard_mb, check=options.check))
-    except OdstackError as error:
-        LOGGER.error("odstack tfjs: error: %s", error)
-        return error.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from odstack import protos
-from odstack.export import INPUT_KEY, SIGNATURE_KEY
+from odstack.contract import INPUT_KEY, SIGNATURE_KEY
 
 WARMUP_ASSET = Path("assets.extra") / "tf_serving_warmup_requests"
 DEFAULT_IMAGE_SIZE = (320, 320)  # engines that do not record an input size (the OD API's resize anyway)

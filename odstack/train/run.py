@@ -26,13 +26,9 @@ from odstack import labelmap, protos, tfrecord
 from odstack.errors import ConfigError, DatasetError
 from odstack.fsio import check_name, replace_dir, write_json
 from odstack.log import LOGGER
+from odstack.train.engines import DEFAULT_MODELS, SCRATCH_MODELS
 
 OUTPUT_DIR = Path("output")
-# model=auto: a pretrained start (what a user's own data needs: from scratch, 200 photos learn little) ...
-DEFAULT_MODELS = {"tfvision": "retinanet_resnet50_fpn", "odapi": "ssd_mobilenet_v2_320x320"}
-# ... and from scratch (init=none, as the demo and CI train: no weights can be downloaded there), the model
-# that trains from scratch in minutes on a CPU. The OD API zoo model is small and pretrained either way.
-SCRATCH_MODELS = {"tfvision": "retinanet_mobilenetv2", "odapi": "ssd_mobilenet_v2_320x320"}
 BEST_METRIC = "AP"
 
 

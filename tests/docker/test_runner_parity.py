@@ -1,4 +1,4 @@
-"""RUNNER=docker and RUNNER=local run the same container script on the same requirements: their data
+"""RUNNER=docker and RUNNER=local run the same command (python -m odstack MODE) on the same requirements: their data
 outputs must be identical, byte for byte. Needs a Docker engine and the odapi image (`make images`);
 `make test-docker` (run by .ci/run after building the images) sets ODSTACK_DOCKER_TESTS=1."""
 from __future__ import annotations

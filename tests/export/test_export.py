@@ -13,7 +13,10 @@ import pytest
 from PIL import Image
 
 from odstack.errors import ConfigError
-from odstack.export import INPUT_KEY, OUTPUT_KEYS, ExportError, saved_model
+from odstack.contract import INPUT_KEY, OUTPUT_KEYS, Nms, check_signature
+from odstack.errors import ExportError
+from odstack.export import publish, saved_model
+from odstack.train.engines import tfvision
 from odstack.export.parity import load_val_images
 from odstack.train.run import RunDir
 
@@ -45,7 +48,7 @@ def test_signature_is_exactly_the_od_api_contract(exported):
 
     path = exported.result.saved_model
     assert path == exported.run.path / "saved_model"
-    outputs = saved_model.check_signature(path, strict=True)
+    outputs = check_signature(path, strict=True)
     assert set(outputs) == set(OUTPUT_KEYS)
     signature = tf.saved_model.load(str(path)).signatures["serving_default"]
     inputs = signature.structured_input_signature[1]
@@ -66,14 +69,14 @@ def garden(exported, tmp_path_factory):
     import tensorflow as tf
     from official.vision.serving import export_saved_model_lib
 
-    record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
-    params = saved_model.tfvision_params(exported.run, {"task": {"model": {"detection_generator": {
+    record = json.loads((exported.run.path / publish.EXPORT_JSON).read_text())
+    params = tfvision.run_params(exported.run, {"task": {"model": {"detection_generator": {
         "apply_nms": False}}}})
     assert not params.task.export_config.output_normalized_coordinates  # Model Garden's default: pixels
     signatures = {}
     for clipped in (True, False):
         directory = tmp_path_factory.mktemp("garden")
-        module = None if clipped else saved_model._unclipped_detection_module(params, [IMAGE_SIZE, IMAGE_SIZE])
+        module = None if clipped else tfvision.unclipped_detection_module(params, [IMAGE_SIZE, IMAGE_SIZE])
         export_saved_model_lib.export_inference_graph(
             input_type="image_tensor", batch_size=1, input_image_size=[IMAGE_SIZE, IMAGE_SIZE], params=params,
             checkpoint_path=record["checkpoint"], export_dir=str(directory), export_module=module)
@@ -107,7 +110,7 @@ def test_boxes_are_normalized_and_equal_model_gardens_own_output(exported, garde
     """Every detection of our export is one of Model Garden's own decoded boxes, normalized to the image and
     clipped to it, with that box's best score and class; the top-scoring box is always kept. Leaving boxes
     unclipped until after NMS changes nothing else: clipped, they are Model Garden's default output."""
-    record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
+    record = json.loads((exported.run.path / publish.EXPORT_JSON).read_text())
     compared = 0
     for image in _images(exported.run):
         boxes, best, classes = garden(image, clipped=True)
@@ -138,7 +141,7 @@ def test_nms_is_class_agnostic_nms_v5_on_unclipped_boxes(exported, garden):
     class, measured before clipping (TFLite's post-processing op cannot clip first; parity needs one rule)."""
     from odstack.export.parity import iou
 
-    record = json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())
+    record = json.loads((exported.run.path / publish.EXPORT_JSON).read_text())
     for image in _images(exported.run):
         boxes, best, _ = garden(image, clipped=False)
         kept = boxes[_source_rows(_served(exported, image), boxes, best)]
@@ -164,8 +167,8 @@ def test_adapter_clips_after_nms(tmp_path):
 
     module = Garden()
     tf.saved_model.save(module, str(tmp_path / "garden"), signatures=module.serve.get_concrete_function())
-    nms = saved_model.Nms(max_detections=5, score_threshold=0.05, iou_threshold=0.5)
-    saved_model.adapt_to_od_api(tmp_path / "garden", tmp_path / "adapted", nms, tf)
+    nms = Nms(max_detections=5, score_threshold=0.05, iou_threshold=0.5)
+    tfvision.adapt_to_od_api(tmp_path / "garden", tmp_path / "adapted", nms, tf)
     served = tf.saved_model.load(str(tmp_path / "adapted")).signatures["serving_default"]
     o = {k: v.numpy()[0] for k, v in served(input_tensor=tf.zeros([1, 100, 200, 3], tf.uint8)).items()}
     assert int(o["num_detections"]) == 2
@@ -183,7 +186,7 @@ def test_no_combined_nms_in_the_served_graph(exported):
 def test_best_checkpoint_by_default_and_export_json(exported):
     run = exported.run
     best = run.metrics()["best"]
-    record = json.loads((run.path / saved_model.EXPORT_JSON).read_text())
+    record = json.loads((run.path / publish.EXPORT_JSON).read_text())
     assert Path(record["checkpoint"]).parent == run.best_dir
     assert record["step"] == best["step"] == exported.result.step
     assert record["metrics"]["AP50"] == best["AP50"]
@@ -254,33 +257,33 @@ def test_best_f1_threshold_ships_beside_the_label_map(exported):
     for model in (exported.result.saved_model, exported.result.serving):
         saved = json.loads((model / "assets.extra" / "thresholds.json").read_text())
         assert saved == {"score_threshold": best_f1["threshold"], "source": f"best F1 on val, step {step}"}
-    assert json.loads((exported.run.path / saved_model.EXPORT_JSON).read_text())["thresholds"] == saved
+    assert json.loads((exported.run.path / publish.EXPORT_JSON).read_text())["thresholds"] == saved
 
 
 def test_versions_increase_and_skip_non_integer_dirs(exported, tmp_path):
     source = exported.result.saved_model
     root = tmp_path / "serving"
-    first = saved_model.export_serving(source, root, "m", exported.run.label_map)
-    second = saved_model.export_serving(source, root, "m", exported.run.label_map)
+    first = publish.export_serving(source, root, "m", exported.run.label_map)
+    second = publish.export_serving(source, root, "m", exported.run.label_map)
     assert (first.name, second.name) == ("1", "2")
     (root / "m" / "7").mkdir()               # a version published by hand
     (root / "m" / ".tmp-9-1").mkdir()        # a staging dir of a crashed export: not a version
     (root / "m" / "notes").mkdir()
-    assert saved_model.export_serving(source, root, "m", exported.run.label_map).name == "8"
+    assert publish.export_serving(source, root, "m", exported.run.label_map).name == "8"
 
 
 def test_publish_is_atomic(exported, tmp_path, monkeypatch):
     source, root = exported.result.saved_model, tmp_path / "serving"
-    saved_model.export_serving(source, root, "m", exported.run.label_map)
+    publish.export_serving(source, root, "m", exported.run.label_map)
 
     # a failure while copying leaves no new version behind (and no half-written one visible to the server)
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
     with monkeypatch.context() as patch:
-        patch.setattr(saved_model.shutil, "copyfile", broken)
+        patch.setattr(publish.shutil, "copyfile", broken)
         with pytest.raises(OSError):
-            saved_model.export_serving(source, root, "m", exported.run.label_map)
+            publish.export_serving(source, root, "m", exported.run.label_map)
     assert sorted(p.name for p in (root / "m").iterdir() if p.name.isdigit()) == ["1"]
 
     # another exporter takes version 2 between our listing and our rename: we publish as 3
@@ -291,8 +294,8 @@ def test_publish_is_atomic(exported, tmp_path, monkeypatch):
             shutil.copytree(source, dst)
         return real_rename(src, dst)
 
-    monkeypatch.setattr(saved_model.os, "rename", racing)
-    published = saved_model.export_serving(source, root, "m", exported.run.label_map)
+    monkeypatch.setattr(publish.os, "rename", racing)
+    published = publish.export_serving(source, root, "m", exported.run.label_map)
     assert published.name == "3"
     assert (published / "saved_model.pb").exists()
     assert not [p for p in (root / "m").iterdir() if p.name.startswith(".tmp")]

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from odstack.errors import ConfigError
-from odstack.export import INPUT_KEY, OUTPUT_KEYS, saved_model, tf1
+from odstack.contract import INPUT_KEY, OUTPUT_KEYS, check_signature
+from odstack.export import publish, tf1
 from odstack.export.saved_model import ExportSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -125,10 +126,10 @@ def test_both_steps_give_the_tf2_contract_and_a_served_version(tmp_path, fake_ex
     assert (run / "tf1_export" / "frozen_inference_graph.pb").exists()
     assert not list(run.glob(".tf1_export.tmp-*"))
 
-    result = saved_model.export(ExportSettings(run=str(run), tf1=True, serving_dir=tmp_path / "serving",
+    result = tf1.export(ExportSettings(run=str(run), tf1=True, serving_dir=tmp_path / "serving",
                                                model_name="legacy"))
     assert result.step == 1200 and result.saved_model == run / "saved_model"
-    assert set(saved_model.check_signature(result.saved_model, strict=True)) == set(OUTPUT_KEYS)
+    assert set(check_signature(result.saved_model, strict=True)) == set(OUTPUT_KEYS)
     served = tf.saved_model.load(str(result.serving)).signatures["serving_default"]
     image = np.full((1, 30, 40, 3), 51, np.uint8)
     out = {k: v.numpy() for k, v in served(**{INPUT_KEY: tf.constant(image)}).items()}
@@ -136,8 +137,8 @@ def test_both_steps_give_the_tf2_contract_and_a_served_version(tmp_path, fake_ex
     np.testing.assert_allclose(out["detection_boxes"][0, 0], [0, 0, 0.5, 0.5])
     assert out["num_detections"].tolist() == [1.0] and out["detection_classes"].dtype == np.float32
     assert result.serving == tmp_path / "serving" / "legacy" / "1"
-    assert (result.serving / saved_model.LABEL_MAP_ASSET).read_text() == LABEL_MAP
-    record = json.loads((run / saved_model.EXPORT_JSON).read_text())
+    assert (result.serving / publish.LABEL_MAP_ASSET).read_text() == LABEL_MAP
+    record = json.loads((run / publish.EXPORT_JSON).read_text())
     assert record["engine"] == "odapi-tf1" and record["step"] == 1200 and record["serving"]["version"] == 1
     assert record["frozen_graph"].endswith("tf1_export/frozen_inference_graph.pb")
 
@@ -169,7 +170,7 @@ def test_a_failed_export_leaves_the_previous_one(tmp_path, fake_exporter):
 def test_odapi_step_without_the_tf1_step_says_what_to_run(tmp_path):
     run = _run_dir(tmp_path)
     with pytest.raises(ConfigError) as error:
-        saved_model.export(ExportSettings(run=str(run), tf1=True, serving_dir=tmp_path / "serving"))
+        tf1.export(ExportSettings(run=str(run), tf1=True, serving_dir=tmp_path / "serving"))
     assert "make export TF=1 RUN=legacy" in str(error.value.hint)
 
 
@@ -178,7 +179,7 @@ def test_missing_label_map_is_named_and_nothing_is_written(tmp_path, fake_export
     assert _script(run, fake_exporter).returncode == 0
     (tmp_path / "data" / "label_map.pbtxt").unlink()
     with pytest.raises(ConfigError) as error:
-        saved_model.export(ExportSettings(run=str(run), tf1=True, serving_dir=tmp_path / "serving"))
+        tf1.export(ExportSettings(run=str(run), tf1=True, serving_dir=tmp_path / "serving"))
     assert "label_map.pbtxt" in str(error.value) and "label_map_path" in str(error.value)
     assert not (run / "saved_model").exists() and not (tmp_path / "serving").exists()
 

@@ -1,6 +1,6 @@
-"""TF.js conversion (odstack/export/tfjs.py) and the Node runner (odstack/export/js/run_tfjs.mjs).
+"""TF.js conversion (odstack/export/tfjs.py) and the Node runner (odstack/export/runtimes/tfjs.py + js/run_tfjs.mjs).
 
-The chain under test: a SavedModel with the OD API signature -> ``python -m odstack.export.tfjs`` in
+The chain under test: a SavedModel with the OD API signature -> ``python -m odstack tfjs`` in
 ``.venv/tfjs`` (tensorflowjs 4.22 with its own TF 2.19, run as a subprocess: it cannot share this process's
 TF 2.20) -> model.json + shards + signature.json -> Node with pure-JS @tensorflow/tfjs (CPU backend) on
 uint8 images -> the four detection outputs, compared with what the SavedModel itself answers (run in a
@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from odstack.export import tfjs
+from odstack.export.runtimes import tfjs as tfjs_runtime
 from tests.serving.conftest import detector_saved_model  # noqa: F401  (session fixture: the test detector)
 from tests.serving.model_factory import (MAX_DETECTIONS, REPO_ROOT, Blob, expected_detections,
                                          make_image, modelserver_python)
@@ -41,7 +42,7 @@ def _missing() -> str | None:
         return f"no {TFJS_PYTHON}: create .venv/tfjs from dockerfiles/requirements/tfjs.txt (make venvs)"
     if not (os.environ.get("ODSTACK_NODE") or shutil.which("node")):
         return "node (Node.js) is not installed"
-    return tfjs.node_modules_missing()
+    return tfjs_runtime.node_modules_missing()
 
 
 #: on every test that converts or runs a model (the pure ones run anywhere)
@@ -62,8 +63,9 @@ def _env() -> dict[str, str]:
 
 
 def convert(saved_model: Path, out_dir: Path, *args: str) -> subprocess.CompletedProcess:
-    """``python -m odstack.export.tfjs`` in .venv/tfjs, as `make tfjs` runs it (RUNNER=local)."""
-    return subprocess.run([str(TFJS_PYTHON), "-m", "odstack.export.tfjs", str(saved_model), str(out_dir), *args],
+    """``python -m odstack tfjs`` in .venv/tfjs, as `make tfjs` runs it (RUNNER=local)."""
+    return subprocess.run([str(TFJS_PYTHON), "-m", "odstack", "tfjs", f"saved_model={saved_model}", f"out={out_dir}",
+                           "check=false", *args],
                           env=_env(), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
 
 
@@ -121,7 +123,7 @@ def converted(detector_saved_model: Path, tmp_path_factory: pytest.TempPathFacto
     def get(quant: str) -> Path:
         if quant not in cache:
             out = tmp_path_factory.mktemp(f"tfjs-{quant}") / "run dir" / "tfjs"  # a space: paths must survive it
-            done = convert(detector_saved_model, out, "--quant", quant)
+            done = convert(detector_saved_model, out, f"quant={quant}")
             assert done.returncode == 0, done.stderr[-3000:]
             cache[quant] = out
         return cache[quant]
@@ -163,7 +165,7 @@ def test_signature_maps_identity_outputs(converted) -> None:
 
 @needs_tfjs
 def test_float_model_matches_saved_model(converted, reference) -> None:
-    run = tfjs.run_tfjs_detailed(converted("none"), IMAGES)
+    run = tfjs_runtime.run_tfjs_detailed(converted("none"), IMAGES)
     assert run.backend == "cpu" and run.tfjs_version == "4.22.0"
     worst = max_differences(run.outputs, reference)
     print(f"\ntfjs float32 vs SavedModel, max abs diff: {worst}; "
@@ -183,7 +185,7 @@ def test_float_model_matches_saved_model(converted, reference) -> None:
 @needs_tfjs
 def test_run_tfjs_is_the_parity_runner(converted, reference) -> None:
     """run_tfjs(model_dir, images) -> per image exactly the four detection outputs, float32, batch dim kept."""
-    results = tfjs.run_tfjs(converted("none"), IMAGES[:2])
+    results = tfjs_runtime.run_tfjs(converted("none"), IMAGES[:2])
     assert len(results) == 2
     for mine, theirs in zip(results, reference[:2]):
         assert set(mine) == set(tfjs.DETECTION_OUTPUTS)
@@ -193,7 +195,7 @@ def test_run_tfjs_is_the_parity_runner(converted, reference) -> None:
 
 @needs_tfjs
 def test_wasm_backend_agrees(converted, reference) -> None:
-    run = tfjs.run_tfjs_detailed(converted("none"), IMAGES, backend="wasm")
+    run = tfjs_runtime.run_tfjs_detailed(converted("none"), IMAGES, backend="wasm")
     assert run.backend == "wasm"
     assert max(max_differences(run.outputs, reference).values()) <= FLOAT_TOLERANCE
 
@@ -207,7 +209,7 @@ def test_quantized_models_report_their_error(converted, reference, quant: str) -
     model_json = json.loads((out / "model.json").read_text())
     quantized = [w for group in model_json["weightsManifest"] for w in group["weights"] if "quantization" in w]
     assert quantized, "no weight was quantized"
-    run = tfjs.run_tfjs_detailed(out, IMAGES)
+    run = tfjs_runtime.run_tfjs_detailed(out, IMAGES)
     worst = max_differences(run.outputs, reference)
     print(f"\ntfjs {quant} vs SavedModel, max abs diff: {worst}; size {tfjs.size_bytes(out)} bytes "
           f"(float32: {tfjs.size_bytes(converted('none'))})")
@@ -271,9 +273,9 @@ def test_runner_needs_signature_json(converted, tmp_path: Path) -> None:
     copy = shutil.copytree(converted("none"), tmp_path / "copy")
     (copy / tfjs.SIGNATURE_FILE).unlink()
     with pytest.raises(tfjs.TfjsError, match="signature.json"):
-        tfjs.run_tfjs(copy, IMAGES[:1])
+        tfjs_runtime.run_tfjs(copy, IMAGES[:1])
     with pytest.raises(ValueError, match="uint8"):
-        tfjs.run_tfjs(converted("none"), [IMAGES[0].astype(np.float32)])
+        tfjs_runtime.run_tfjs(converted("none"), [IMAGES[0].astype(np.float32)])
 
 
 # ---------------------------------------------------------------------------------------- settings
@@ -335,7 +337,7 @@ def test_real_export_matches_saved_model(saved_model_pb: Path, backend: str, tmp
         done = convert(saved_model_pb.parent, out)
         assert done.returncode == 0, done.stderr[-3000:]
         _REAL_CONVERTED[saved_model_pb] = out
-    run = tfjs.run_tfjs_detailed(out, images, backend=backend)
+    run = tfjs_runtime.run_tfjs_detailed(out, images, backend=backend)
     want = saved_model_outputs(saved_model_pb.parent, images, tmp_path)
     worst = max_differences(run.outputs, want)
     print(f"\n{saved_model_pb.parent}: tfjs float32 ({backend}) vs SavedModel max abs diff {worst}; "

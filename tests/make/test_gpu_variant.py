@@ -36,7 +36,7 @@ def test_make_wires_the_gpu_variant():
     assert "--build-arg REQUIREMENTS=odapi-gpu.txt" in image and "-t odstack/odapi:dev-gpu" in image
     assert "REQUIREMENTS" not in _make("image-toco", "GPU=1", "RUNNER=local")  # only the training image
     train = _make("train", "GPU=1", "RUNNER=docker", "STEPS=5")
-    assert "odstack/odapi:dev-gpu /opt/odstack/container_scripts/train.sh" in train
+    assert "odstack/odapi:dev-gpu python -m odstack train" in train
     dockerfile = (REPO / "dockerfiles" / "odapi.dockerfile").read_text()
     assert 'pip install --no-cache-dir -r "/opt/odstack/requirements/${REQUIREMENTS}"' in dockerfile
 

@@ -20,7 +20,7 @@ def test_a_typo_of_a_variable_fails_with_did_you_mean_before_anything_runs(tmp_p
     result = _make("-n", "train", "BACH=4", "STEPS=3")
     assert result.returncode != 0
     assert "BACH" in result.stderr and "did you mean BATCH?" in result.stderr
-    assert "train.sh" not in result.stdout  # nothing of the recipe was even printed
+    assert "odstack train" not in result.stdout  # nothing of the recipe was even printed
 
 
 def test_lower_case_spelling_suggests_the_variable():

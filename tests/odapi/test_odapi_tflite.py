@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odstack.export import ExportError, tflite
+from odstack.contract import ODAPI_RESIZE
+from odstack.errors import ExportError
+from odstack.export.runtimes import tflite as tflite_runtime
+from odstack.train.engines import odapi
 from odstack.train import zoo
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "odapi"
@@ -22,7 +25,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "odapi"
 def test_make_models_says_what_make_tflite_does(model, config):
     row = next(r for r in zoo.table() if r["name"] == model)
     try:
-        tflite.odapi_tflite_spec(FIXTURES / config)
+        odapi.tflite_spec(FIXTURES / config)
         accepted = True
     except ExportError:
         accepted = False
@@ -31,18 +34,18 @@ def test_make_models_says_what_make_tflite_does(model, config):
 
 def test_refusal_names_the_reason(tmp_path):
     with pytest.raises(ExportError, match="two-stage"):
-        tflite.odapi_tflite_spec(FIXTURES / "faster_rcnn_resnet50_v1_640x640.config")
+        odapi.tflite_spec(FIXTURES / "faster_rcnn_resnet50_v1_640x640.config")
     no_resizer = tmp_path / "pipeline.config"
     no_resizer.write_text("model { ssd { num_classes: 1 image_resizer { keep_aspect_ratio_resizer { } } } }\n")
     with pytest.raises(ExportError, match="keep_aspect_ratio_resizer, not a fixed_shape_resizer"):
-        tflite.odapi_tflite_spec(no_resizer)
+        odapi.tflite_spec(no_resizer)
 
 
 def test_spec_of_an_ssd_mobilenet():
-    spec = tflite.odapi_tflite_spec(FIXTURES / "ssd_mobilenet_v2_320x320.config")
+    spec = odapi.tflite_spec(FIXTURES / "ssd_mobilenet_v2_320x320.config")
     assert spec["input"]["shape"] == [1, 320, 320, 3]
     assert spec["input"]["mean"] == [127.5] * 3 and spec["input"]["std"] == [127.5] * 3
-    assert spec["input"]["resize_method"] == tflite.ODAPI_RESIZE and spec["class_offset"] == 1
+    assert spec["input"]["resize_method"] == ODAPI_RESIZE and spec["class_offset"] == 1
 
 
 def test_preprocessing_is_the_od_api_fixed_shape_resizer_and_normalization():
@@ -53,13 +56,13 @@ def test_preprocessing_is_the_od_api_fixed_shape_resizer_and_normalization():
     from object_detection.builders import image_resizer_builder
     from object_detection.protos import image_resizer_pb2
 
-    spec = tflite.odapi_tflite_spec(FIXTURES / "ssd_mobilenet_v2_320x320.config")
+    spec = odapi.tflite_spec(FIXTURES / "ssd_mobilenet_v2_320x320.config")
     resizer = image_resizer_builder.build(text_format.Parse(
         "fixed_shape_resizer { height: 320 width: 320 }", image_resizer_pb2.ImageResizer()))
     image = np.random.default_rng(0).integers(0, 256, (375, 500, 3), dtype=np.uint8)   # a raccoon photo's size
     resized = resizer(tf.cast(image, tf.float32))[0].numpy()
     theirs = (2.0 / 255.0) * resized - 1.0              # SSD MobileNet v2's feature extractor preprocess()
-    ours, occupied = tflite.preprocess(image, spec)
+    ours, occupied = tflite_runtime.preprocess(image, spec)
     assert occupied == (320.0, 320.0)
     assert np.abs(ours[0] - theirs).max() < 1e-5       # half-pixel-centre resizing differs by ~0.1 here
 

@@ -43,11 +43,12 @@ def test_fake_gpus_auto_all_ids_and_none():
 
 
 def test_the_real_device_query_here_says_cpu_and_why(caplog):
+    from odstack.tfruntime import import_tensorflow
     from odstack.train.engines import tfvision
 
     logging.getLogger("odstack").propagate = True
     caplog.set_level("INFO", logger="odstack")
-    tf = tfvision._import_tensorflow()
+    tf = import_tensorflow()
     assert tf.config.list_physical_devices("GPU") == []  # this test is for machines without a GPU
     reason = devices.no_gpu_reason(tf)
     assert "no NVIDIA driver is visible" in reason

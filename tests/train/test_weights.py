@@ -17,6 +17,7 @@ import pytest
 
 from odstack.errors import ConfigError
 from odstack.train import weights
+from odstack.tfruntime import import_tensorflow
 from odstack.train.engines import tfvision
 
 COCO = weights.find("retinanet_resnet50_fpn", "coco")
@@ -24,7 +25,7 @@ COCO = weights.find("retinanet_resnet50_fpn", "coco")
 
 def _model(num_classes: int):
     """A real Model Garden RetinaNet (tfvision's retinanet_mobilenetv2 at 64 px)."""
-    tfvision._import_tensorflow()
+    import_tensorflow()
     from official.core import exp_factory, task_factory
     from official.vision import registry_imports  # noqa: F401
 

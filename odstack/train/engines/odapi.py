@@ -22,7 +22,9 @@ output/<run>/eval/ and the metrics as JSON, plus the read-out of odstack.train.i
 PR/F1 curves and the best-F1 threshold, confusion matrix, mosaics, results.png) from the COCO ground truth
 and detections the OD API's own COCO evaluator collected.
 
-Without the OD API installed (CI, the default odapi image) train/evaluate raise a ConfigError that
+Export (its own section): the OD API's exporters (exporter_main_v2, export_tflite_graph_tf2) in a subprocess.
+
+Without the OD API installed (CI, the default odapi image) train/evaluate/export raise a ConfigError that
 says how to get it; models() and config rendering work everywhere.
 """
 from __future__ import annotations
@@ -44,11 +46,13 @@ from pathlib import Path
 from typing import Any, Callable
 
 import odstack
-from odstack.errors import ConfigError, OdstackError
+from odstack.contract import MEAN_RGB, ODAPI_RESIZE, OUTPUTS_ABOUT, STDDEV_RGB, ExportedSavedModel, Nms
+from odstack.errors import ConfigError, ExportError, OdstackError
 from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER, LiveProgress, echo_subprocess_output, heartbeat
 from odstack.train import insight, pipeline_config, zoo
-from odstack.train.run import DEFAULT_MODELS, DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint
+from odstack.train.engines import DEFAULT_MODELS
+from odstack.train.run import DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint
 from odstack.train.run import checkpoint_exists as _checkpoint_exists
 
 NAME = "odapi"
@@ -385,6 +389,104 @@ def _run(command: list[str], env: dict, log_path: Path, what: str,
     if code != 0:
         raise OdstackError(f"{what} failed (exit code {code}); its last lines:\n" + "".join(tail).rstrip(),
                            where=str(log_path), hint=f"the whole log is in {log_path}")
+
+
+# ======================================================================================== export
+# The OD API's own exporters, in a subprocess (TensorFlow + the OD API stay out of the calling process).
+# export_saved_model: ``exporter_main_v2 --input_type image_tensor``; its signature *is* the served contract
+# (plus the OD API's extra raw outputs); NMS settings come from the run's pipeline.config.
+# tflite_graph: ``export_tflite_graph_tf2``, then the export stage's converter. TFLite takes the **SSD**
+# family only (SSD MobileNet/ResNet-FPN/EfficientDet): Faster R-CNN and Mask R-CNN (two-stage,
+# crop-and-resize over a dynamic number of proposals) and CenterNet are refused with a clear message.
+# Without the OD API installed: a ConfigError saying how to get it.
+
+def export_saved_model(run: RunDir, checkpoint: Path, nms: Nms, scratch: Path, staged: Path) -> ExportedSavedModel:
+    """The served contract's SavedModel of ``checkpoint`` -> ``staged`` (NMS: pipeline.config's, ``nms`` unused)."""
+    if not available():
+        raise ConfigError("exporting an ENGINE=odapi run needs the TF Object Detection API (object_detection), "
+                          f"which is not installed for {sys.executable}", hint=GET_IT)
+    config = run.path / "pipeline.config"
+    if not config.exists():
+        raise ConfigError("no pipeline.config in the run", where=str(run.path))
+    out = scratch / "odapi"
+    _run([sys.executable, "-m", "object_detection.exporter_main_v2", "--input_type=image_tensor",
+          f"--pipeline_config_path={config}", f"--trained_checkpoint_dir={checkpoint_dir(checkpoint, scratch)}",
+          f"--output_directory={out}"], _environment(None), run.path / "export.log", "exporter_main_v2")
+    os.replace(out / "saved_model", staged)
+    return ExportedSavedModel(image_size=None, exact_outputs=False)  # any size; raw_detection_* outputs too
+
+
+def tflite_graph(run: RunDir, checkpoint: Path, nms: Nms, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """The SavedModel TFLite's converter reads (ending in TFLite_Detection_PostProcess) and its input spec."""
+    config = run.path / "pipeline.config"
+    spec = tflite_spec(config)
+    if not available():
+        raise ConfigError("TFLite export of an ENGINE=odapi run needs the TF Object Detection API "
+                          f"(object_detection.export_tflite_graph_tf2), not installed for {sys.executable}",
+                          hint=GET_IT)
+    out = scratch / "odapi_tflite"
+    _run([sys.executable, "-m", "object_detection.export_tflite_graph_tf2",
+          f"--pipeline_config_path={config}", f"--trained_checkpoint_dir={checkpoint_dir(checkpoint, scratch)}",
+          f"--output_directory={out}", f"--max_detections={nms.max_detections}"],
+         _environment(None), run.path / "export.log", "export_tflite_graph_tf2")
+    return out / "saved_model", spec
+
+
+def checkpoint_dir(checkpoint: Path, scratch: Path) -> Path:
+    """A directory whose ``checkpoint`` state file names ``checkpoint`` (OD API exporters take a directory)."""
+    directory = scratch / "checkpoint"
+    directory.mkdir(parents=True, exist_ok=True)
+    prefix = Path(checkpoint).absolute()
+    (directory / "checkpoint").write_text(f'model_checkpoint_path: "{prefix}"\n'
+                                          f'all_model_checkpoint_paths: "{prefix}"\n', encoding="utf-8")
+    return directory
+
+
+TFLITE_REFUSED = {
+    "faster_rcnn": "Faster R-CNN / Mask R-CNN are two-stage (crop-and-resize over a dynamic number of "
+                   "proposals): the OD API has no TFLite export for them",
+    "center_net": "CenterNet's TFLite export (other outputs, keypoints) is not wired into odstack",
+}
+# what the OD API's feature extractors do to pixels (their preprocess()), as (mean, std) per RGB channel
+TFLITE_NORMALIZATION = {
+    "efficientnet": (MEAN_RGB, STDDEV_RGB),
+    "resnet": ([123.68, 116.779, 103.939], [1.0, 1.0, 1.0]),
+    "mobilenet": ([127.5] * 3, [127.5] * 3),                       # (2 / 255) * pixel - 1
+}
+
+
+def tflite_spec(config_path: Path) -> dict[str, Any]:
+    """The input/output spec of the OD API TFLite graph for this pipeline.config (model_info.json's), or an
+    ExportError saying why TFLite cannot take the model. The rule is zoo.TFLITE_ARCHS, the one `make models`
+    shows."""
+    text = config_path.read_text(encoding="utf-8") if config_path.exists() else ""
+    config = pipeline_config.load(text, str(config_path))
+    found = config.paths("model.{ssd|faster_rcnn|center_net}")
+    arch = found[0].rpartition(".")[2] if found else "unknown"
+    resizers = config.paths(f"model.{arch}.image_resizer.*")
+    resizer = resizers[0].rpartition(".")[2] if resizers else "none"
+    if not zoo.tflite_supported(arch, resizer):
+        reason = TFLITE_REFUSED.get(arch) or (
+            f"TFLite needs a fixed input size: this SSD config has a {resizer}, not a fixed_shape_resizer"
+            if arch == "ssd" else f"meta-architecture {arch!r} has no TFLite path")
+        raise ExportError(f"TFLite cannot take this model: {reason}", where=str(config_path),
+                          hint="TFLite takes SSD models of a fixed size (MODEL=ssd_mobilenet_v2_320x320, "
+                               "ssd_mobilenet_v2_fpnlite_320x320 or _640x640; `make models` lists them); serve "
+                               "this one with TF Serving (make export)")
+    height, width = (config.get(f"model.ssd.image_resizer.fixed_shape_resizer.{k}") for k in ("height", "width"))
+    extractor = str(config.get("model.ssd.feature_extractor.type") or "")
+    family = next((k for k in TFLITE_NORMALIZATION if k in extractor), "mobilenet")
+    mean, std = TFLITE_NORMALIZATION[family]
+    return {
+        "input": {"dtype": "float32", "shape": [1, int(height), int(width), 3], "color": "RGB", "mean": mean,
+                  "std": std, "resize": "stretch", "resize_method": ODAPI_RESIZE, "pad_value": 0.0,
+                  "about": "(pixel - mean) / std; resized to the input size, aspect ratio not kept, bilinear "
+                           "without half-pixel centres (tf.compat.v1.image.resize_images, align_corners=false: "
+                           "what the OD API's fixed_shape_resizer does in the SavedModel)"},
+        "outputs": OUTPUTS_ABOUT,
+        "class_offset": 1,  # OD API TFLite classes are 0-based (background removed): label id = class + 1
+        "feature_extractor": extractor,
+    }
 
 
 # ================================================================ subprocess side (TF + OD API)

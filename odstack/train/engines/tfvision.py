@@ -17,6 +17,9 @@ How it uses Model Garden (the way ``official/vision/train.py`` does, as a librar
   and prints one progress line; Model Garden's own best-checkpoint exporter is not used, so best/ has
   one owner.
 
+Export (the section at the end): the SavedModel of the served contract (Model Garden's detection module +
+one adapter with class-agnostic NMS) and the TFLite graph (Model Garden's ``tflite`` input type).
+
 TensorFlow is imported inside the functions: importing this module (e.g. for `make models`) is free.
 """
 from __future__ import annotations
@@ -25,13 +28,9 @@ import contextlib
 import copy
 import io
 import json
-import logging
-import os
 import re
 import socket
 import time
-import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,11 +39,15 @@ from urllib.parse import urlparse
 import yaml
 
 from odstack import tfrecord
+from odstack.contract import (BYTES_INPUT_KEY, BYTES_SIGNATURE_KEY, INPUT_KEY, MEAN_RGB, OUTPUTS_ABOUT, SIGNATURE_KEY,
+                              STDDEV_RGB, TF2_RESIZE, ExportedSavedModel, Nms)
 from odstack.errors import ConfigError
 from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER, LiveProgress, heartbeat
 from odstack.train import insight
-from odstack.train.run import DEFAULT_MODELS, SCRATCH_MODELS, DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
+from odstack.tfruntime import chatter_to, import_tensorflow
+from odstack.train.engines import DEFAULT_MODELS, SCRATCH_MODELS
+from odstack.train.run import DatasetInfo, RunDir, TrainSettings, resolve_checkpoint
 
 NAME = "tfvision"
 BASE_EXPERIMENT = "retinanet_resnetfpn_coco"
@@ -204,7 +207,7 @@ def _initial_weights(settings: TrainSettings) -> dict[str, str]:
 def warm_start(model, checkpoint: str, modules: str) -> dict[str, int]:
     """Restore ``modules`` (backbone, decoder) of a fresh RetinaNet from ``checkpoint`` as Model Garden's
     task.initialize does, and count: variables restored per module, and the head's (left new)."""
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     items = {name: getattr(model, name) for name in ("backbone", "decoder") if name in modules}
     tf.train.Checkpoint(**items).read(checkpoint).expect_partial().assert_existing_objects_matched()
     counts = {name: len(part.variables) for name, part in items.items()}
@@ -308,7 +311,7 @@ def _only_changes(overrides: dict[str, Any], base: dict[str, Any]) -> dict[str, 
 
 def render_overrides(plan: _Plan, data: DatasetInfo) -> dict[str, Any]:
     """What pipeline.yaml holds: odstack's settings minus what the base experiment already says."""
-    _import_tensorflow()
+    import_tensorflow()
     from official.core import exp_factory
     from official.vision import registry_imports  # noqa: F401  (registers the vision experiments/tasks)
 
@@ -326,7 +329,7 @@ def write_pipeline(path: Path, model: str, overrides: dict[str, Any]) -> None:
 
 def load_params(pipeline: Path, params_override: dict[str, Any] | None = None):
     """The validated, locked ExperimentConfig of a pipeline.yaml (Model Garden's own parsing path)."""
-    _import_tensorflow()
+    import_tensorflow()
     from official.core import train_utils
     from official.vision import registry_imports  # noqa: F401  (registers the vision experiments/tasks)
 
@@ -349,40 +352,6 @@ def _base_experiment(pipeline: Path) -> str:
 
 # ------------------------------------------------------------------------------------------ runtime
 
-def _import_tensorflow():
-    """Import TensorFlow with its C++ and absl chatter turned down.
-
-    TF's C++ log is silenced unless the user set TF_CPP_MIN_LOG_LEVEL: on a CPU machine it prints
-    "failed call to cuInit" and oneDNN notes as *errors* that mean nothing; real failures still
-    raise Python exceptions. absl (Model Garden, Orbit) keeps warnings.
-    """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-    from absl import logging as absl_logging
-
-    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbit/Model Garden log every loop at INFO
-    tf.get_logger().setLevel(logging.ERROR)
-    # Model Garden's FPN passes the backbone's extra level to a Keras functional model, which warns on
-    # every build; the warning is about Keras input plumbing, not about the user's model.
-    warnings.filterwarnings("ignore", message="Input dict contained keys", category=UserWarning)
-    # coco_utils calls int() on a 1-element array once per box: NumPy 2.x deprecates it (NumPy 2.4
-    # makes it an error, hence numpy<2.4 in the requirements); nothing a user can act on.
-    warnings.filterwarnings("ignore", message="Conversion of an array with ndim > 0 to a scalar",
-                            category=DeprecationWarning)
-    return tf
-
-
-@contextlib.contextmanager
-def _chatter_to(path: Path) -> Iterator[None]:
-    """Send stdout prints (Orbit's per-loop lines, pycocotools' tables) to a log file in the run.
-
-    Our own progress lines go to the odstack logger (stderr) and stay visible; the detail is kept for
-    debugging rather than thrown away.
-    """
-    with open(path, "a", encoding="utf-8") as handle, contextlib.redirect_stdout(handle):
-        yield
-
-
 def _strategy(gpus_setting: str, doing: str = "training"):
     """The distribution strategy for ``gpus`` (auto | none | all | "0,1"), and a word for the log.
 
@@ -390,7 +359,7 @@ def _strategy(gpus_setting: str, doing: str = "training"):
     global, split across them). Devices are chosen with ``set_visible_devices``, before TensorFlow
     initialises them; which ones, and why not a GPU, is said loudly (odstack.train.devices).
     """
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     from official.common import distribute_utils
 
     from odstack.train import devices
@@ -460,7 +429,7 @@ def _mosaic_images(data: DatasetInfo, count: int = insight.MOSAIC_IMAGES) -> dic
     import numpy as np
     from PIL import Image
 
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     from official.vision.dataloaders import tf_example_decoder
 
     images = {}
@@ -554,7 +523,7 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
     pipeline = run.path / PIPELINE_FILE
     write_pipeline(pipeline, plan.model.name, render_overrides(plan, data))
 
-    _import_tensorflow()
+    import_tensorflow()
     from official.core import task_factory, train_lib, train_utils
     from official.modeling import performance
 
@@ -581,7 +550,7 @@ def train(run: RunDir, settings: TrainSettings, data: DatasetInfo) -> None:
 
     recorder = _Recorder(run, plan.steps, data)
     started = time.monotonic()
-    with _chatter_to(run.path / CHATTER_FILE):
+    with chatter_to(run.path / CHATTER_FILE):
         with strategy.scope():
             task = task_factory.get_task(params.task, logging_dir=str(run.path))
         recorder.capture = _EvalCapture(task)
@@ -634,14 +603,14 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
     if not data.val_shards:
         raise ConfigError("no val-*.record shards to evaluate on", where=str(data.directory),
                           hint="re-run `make data` with val_fraction > 0")
-    tf = _import_tensorflow()
+    tf = import_tensorflow()
     from official.core import task_factory, train_utils
 
     prefix = resolve_checkpoint(Path(checkpoint))
     strategy, _ = _strategy("auto", "evaluating")
     params = load_params(run.path / PIPELINE_FILE,
                          {"task": {"validation_data": {"input_path": data.val_pattern}}})
-    with _chatter_to(run.path / CHATTER_FILE), strategy.scope():
+    with chatter_to(run.path / CHATTER_FILE), strategy.scope():
         task = task_factory.get_task(params.task, logging_dir=str(run.path))
         capture = _EvalCapture(task)
         trainer = train_utils.create_trainer(params, task, train=False, evaluate=True)
@@ -655,3 +624,162 @@ def evaluate(run: RunDir, checkpoint: Path, data: DatasetInfo) -> dict[str, floa
             beat.status("per-class AP, PR/F1 curves, confusion matrix, mosaics")
             values.update(_insight(run, int(values["step"]), capture, data))
     return values
+
+
+# ========================================================================================= export
+# export_saved_model: ``export_saved_model_lib.export_inference_graph`` with input type ``image_tensor``,
+# batch size 1 and ``detection_generator.apply_nms=false`` (Model Garden's own preprocessing, backbone, head
+# and box decoding: boxes in pixels of the scaled input, sigmoid scores without the background class,
+# ``image_info``), then ONE adapter ``tf.Module`` (``ODAPISignature`` in adapt_to_od_api) that gives the OD
+# API signature: input ``input_tensor``, boxes normalized to the input image, one class per box (its best
+# score), class-agnostic hard NMS with ``NonMaxSuppressionV5``, outputs padded as the OD API pads them. Why
+# NMS is the adapter's: TFLite's ``TFLite_Detection_PostProcess`` (fast NMS, the mobile default) is
+# class-agnostic, and Model Garden's only class-agnostic NMS (``v2``) is a padded while-loop that costs
+# ~27 ms of a 43 ms call at 128 px; its ``batched`` NMS is ``CombinedNonMaxSuppression``, which TF.js and
+# TFLite builtins lack (docs/environment.md). Boxes are clipped to the image *after* NMS, as TFLite's
+# post-processing op does (it cannot clip before): Model Garden clips before NMS, which changes the overlaps
+# of boxes that cross the image edge and so which of them NMS keeps; with one rule in every format, every
+# format gives the same detections. The served model takes ~15 ms.
+#
+# tflite_graph: Model Garden's TFLite path: input type ``tflite`` (no preprocessing in the graph, hence no
+# ``tf.map_fn`` batch loop, on which full-int8 calibration segfaults) and
+# ``detection_generator.nms_version=tflite``, which ends the graph in TFLite's ``TFLite_Detection_PostProcess``
+# op: fast class-agnostic NMS, ``max_classes_per_detection=1`` (the default 5 pads every box to 5 rows and
+# confuses parsers), anchors normalized so boxes come out normalized. Not ``use_regular_nms``: TFLite's
+# multi-threaded regular NMS skips the class whose index equals the thread count (seen with ai-edge-litert
+# 2.3 and TF 2.20's interpreter: num_threads=2 drops class 2). The SavedModel export uses class-agnostic
+# NMS too, so both agree.
+
+def run_params(run: RunDir, overrides: dict[str, Any]):
+    """The run's Model Garden config (pipeline.yaml) with export-time overrides, validated and locked."""
+    return load_params(run.path / PIPELINE_FILE, overrides)
+
+
+def export_saved_model(run: RunDir, checkpoint: Path, nms: Nms, scratch: Path, staged: Path) -> ExportedSavedModel:
+    """The served contract's SavedModel of ``checkpoint`` -> ``staged`` (Model Garden + the adapter)."""
+    tf = import_tensorflow()
+    from official.vision.serving import export_saved_model_lib
+
+    # Model Garden up to the decoded boxes (pixels of the scaled input, not clipped) and per-class scores
+    # (sigmoid, background removed); normalizing, NMS and clipping are the adapter's (export section above).
+    params = run_params(run, {"task": {
+        "export_config": {"output_normalized_coordinates": False},
+        "model": {"detection_generator": {"apply_nms": False}}}})
+    size = [int(v) for v in params.task.model.input_size[:2]]
+    garden = scratch / "model_garden"
+    with chatter_to(run.path / CHATTER_FILE):
+        export_saved_model_lib.export_inference_graph(
+            input_type="image_tensor", batch_size=1, input_image_size=size, params=params,
+            checkpoint_path=str(checkpoint), export_dir=str(garden),
+            export_module=unclipped_detection_module(params, size))
+    adapt_to_od_api(garden, staged, nms, tf)
+    return ExportedSavedModel(image_size=size, exact_outputs=True)
+
+
+def unclipped_detection_module(params, size: list[int]):
+    """Model Garden's serving module whose box decoder leaves boxes unclipped (the adapter clips after NMS)."""
+    import tf_keras
+    from official.vision.serving import detection
+
+    class ClipAfterNms(tf_keras.layers.Layer):
+        """Model Garden's detection generator called without the image shape, its only use being to clip."""
+
+        def __init__(self, generator):
+            super().__init__(name="clip_after_nms")
+            self.generator = generator
+
+        def __call__(self, raw_boxes, raw_scores, anchor_boxes, image_shape, raw_attributes=None):
+            return self.generator(raw_boxes, raw_scores, anchor_boxes, None, raw_attributes)
+
+        def get_config(self):
+            return self.generator.get_config()
+
+    class UnclippedDetectionModule(detection.DetectionModule):
+        def _build_model(self):
+            model = super()._build_model()
+            model._detection_generator = ClipAfterNms(model.detection_generator)  # no public setter
+            return model
+
+    return UnclippedDetectionModule(params=params, batch_size=1, input_image_size=size, input_type="image_tensor")
+
+
+def adapt_to_od_api(garden_dir: Path, destination: Path, nms: Nms, tf=None) -> Path:
+    """Wrap Model Garden's decoded-detections signature in the OD API's, with class-agnostic NMS, and save it."""
+    tf = tf or import_tensorflow()
+
+    class ODAPISignature(tf.Module):
+        """The one adapter from Model Garden's detection signature to the OD API's (export section above)."""
+
+        def __init__(self, garden):
+            super().__init__(name="odapi_signature")
+            self.garden = garden  # tracked: its variables and functions are saved with the adapter
+            self._serve = garden.signatures["serving_default"]
+            self._input = next(iter(self._serve.structured_input_signature[1]))
+
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name=INPUT_KEY)])
+        def serve(self, input_tensor):
+            out = self._serve(**{self._input: input_tensor})
+            # image_info rows: original (h, w), scaled (h, w), scale (y, x), offset: pixels of the scaled
+            # input -> normalized to the original image, as Model Garden normalizes, but not yet clipped
+            info = tf.cast(out["image_info"], tf.float32)[0]
+            boxes = tf.reshape(tf.cast(out["decoded_boxes"], tf.float32), [-1, 4])
+            boxes = boxes / tf.tile(info[2], [2]) / tf.tile(info[0], [2])
+            scores = tf.cast(out["decoded_box_scores"], tf.float32)[0]           # [anchors, classes]
+            best = tf.reduce_max(scores, axis=-1)                                 # one class per box, as
+            classes = tf.cast(tf.argmax(scores, axis=-1), tf.float32) + 1.0      # TFLite's fast NMS does
+            keep, kept = tf.image.non_max_suppression_with_scores(               # NonMaxSuppressionV5
+                boxes, best, max_output_size=nms.max_detections, iou_threshold=nms.iou_threshold,
+                score_threshold=nms.score_threshold)
+            count = tf.shape(keep)[0]
+            pad, rows = nms.max_detections - count, nms.max_detections
+            return {  # static shapes [1, N, ...], as the OD API's export has them
+                "detection_boxes": tf.reshape(tf.pad(tf.clip_by_value(tf.gather(boxes, keep), 0.0, 1.0),
+                                                     [[0, pad], [0, 0]]), [1, rows, 4]),
+                "detection_scores": tf.reshape(tf.pad(kept, [[0, pad]]), [1, rows]),
+                "detection_classes": tf.reshape(tf.pad(tf.gather(classes, keep), [[0, pad]], constant_values=1.0),
+                                                [1, rows]),
+                "num_detections": tf.reshape(tf.cast(count, tf.float32), [1]),
+            }
+
+        @tf.function(input_signature=[tf.TensorSpec([1], tf.string, name=BYTES_INPUT_KEY)])
+        def serve_bytes(self, encoded):
+            """The same detector on one encoded image (JPEG, PNG, GIF, BMP), decoded by the model server: the
+            client forwards an upload as it is (a few KB, not a 900 KB uint8 tensor for 640x480)."""
+            # JPEGs with the accurate integer DCT, as Pillow (the client's decoder) decodes them
+            image = tf.cond(tf.io.is_jpeg(encoded[0]),
+                            lambda: tf.io.decode_jpeg(encoded[0], channels=3, dct_method="INTEGER_ACCURATE"),
+                            lambda: tf.io.decode_image(encoded[0], channels=3, expand_animations=False))
+            return self.serve(image[tf.newaxis])
+
+    module = ODAPISignature(tf.saved_model.load(str(garden_dir)))
+    tf.saved_model.save(module, str(destination), signatures={SIGNATURE_KEY: module.serve.get_concrete_function(),
+                                                              BYTES_SIGNATURE_KEY: module.serve_bytes.get_concrete_function()})
+    return destination
+
+
+def tflite_graph(run: RunDir, checkpoint: Path, nms: Nms, scratch: Path) -> tuple[Path, dict[str, Any]]:
+    """The SavedModel TFLite's converter reads (ending in TFLite_Detection_PostProcess) and its input spec."""
+    import_tensorflow()
+    from official.vision.serving import export_saved_model_lib
+
+    params = run_params(run, {"task": {
+        "export_config": {"output_normalized_coordinates": False},
+        "model": {"detection_generator": {"apply_nms": True, "nms_version": "tflite", "tflite_post_processing": {
+            "max_detections": nms.max_detections, "max_classes_per_detection": 1, "use_regular_nms": False,
+            "nms_score_threshold": nms.score_threshold, "nms_iou_threshold": nms.iou_threshold,
+            "normalize_anchor_coordinates": True, "detections_per_class": nms.max_detections}}}}})
+    size = [int(v) for v in params.task.model.input_size[:2]]
+    out = scratch / "tflite_graph"
+    with chatter_to(run.path / CHATTER_FILE):
+        export_saved_model_lib.export_inference_graph(
+            input_type="tflite", batch_size=1, input_image_size=size, params=params,
+            checkpoint_path=str(checkpoint), export_dir=str(out))
+    spec = {
+        "input": {"dtype": "float32", "shape": [1, size[0], size[1], 3], "color": "RGB", "mean": MEAN_RGB,
+                  "std": STDDEV_RGB, "resize": "letterbox", "resize_method": TF2_RESIZE, "pad_value": 0.0,
+                  "about": "(pixel - mean) / std; scaled to fit keeping the aspect ratio (bilinear with half-pixel "
+                           "centres, tf.image.resize; scaled size rounded half to even), placed top-left, rest 0"},
+        "outputs": OUTPUTS_ABOUT,
+        "class_offset": 0,  # Model Garden's class channels include background at 0: channel k = label id k
+    }
+    return out, spec
