@@ -9,7 +9,7 @@ from typing import Callable
 
 from odstack import settings
 from odstack.errors import OdstackError
-from odstack.log import LOGGER, setup_logging
+from odstack.log import LOGGER, heartbeat, setup_logging
 
 
 def _data(args: list[str]) -> None:
@@ -85,7 +85,9 @@ def _list(args: list[str]) -> None:
     print(f"annotation formats (FORMAT=): auto, {', '.join(formats.FORMAT_NAMES)}\n"
           f"format aliases (any case; '-', ' ', '.' for '_'): {aliases}\n"
           f"engines (ENGINE=; default model): "
-          + ", ".join(f"{name} ({model})" for name, model in engines.DEFAULT_MODELS.items())
+          + ", ".join(f"{name} ({model}" + (f"; from scratch: {engines.SCRATCH_MODELS[name]})"
+                                             if engines.SCRATCH_MODELS.get(name, model) != model else ")")
+                      for name, model in engines.DEFAULT_MODELS.items())
           + f"\nexport formats (make parity compares each with the SavedModel): {', '.join(RUNTIME_NAMES)}")
 
 
@@ -117,6 +119,9 @@ MODES: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "doctor": (_doctor, "what this machine can train with: TF + CUDA/cuDNN, GPUs (and why not), Docker, engines, disk"),
     "synth": (_synth, "make a small synthetic shapes dataset (COCO JSON) for demos and tests"),
 }
+
+# training has its own progress line, data its progress bar; these would otherwise sit silent for minutes
+HEARTBEAT_MODES = ("export", "tflite", "tfjs", "parity")
 
 USAGE = """usage: python -m odstack MODE [key=value ...]
 
@@ -150,7 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             _list([])
         return 0
     try:
-        MODES[mode][0](args)
+        if mode in HEARTBEAT_MODES:  # long work without steps: a line every 10 s of what it is doing
+            with heartbeat(mode):
+                MODES[mode][0](args)
+        else:
+            MODES[mode][0](args)
     except OdstackError as error:
         LOGGER.error("odstack %s: error: %s", mode, error)
         return error.exit_code

@@ -35,7 +35,7 @@ from odstack.export import human_size, resolve_run
 from odstack.export.runtimes import RUNTIMES
 from odstack.export.runtimes.base import Prediction, Runtime, ValImage
 from odstack.fsio import write_json
-from odstack.log import LOGGER
+from odstack.log import LOGGER, doing
 
 PARITY_JSON = "parity.json"
 REFERENCE = "saved_model"
@@ -211,6 +211,7 @@ def run_parity(settings: ParitySettings) -> dict[str, Any]:
         runner = RUNNERS[name]
         started = time.monotonic()
         try:
+            doing(f"{label}: detecting on {len(images)} val images")
             preds = runner.predict(artifact, images, threads)
         except Exception as error:  # noqa: BLE001 - report the format as failed, keep comparing the others
             if label == REFERENCE:

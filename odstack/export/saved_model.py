@@ -29,7 +29,7 @@ from odstack.export import resolve_run, timed
 from odstack.export.publish import (EXPORT_JSON, LABEL_MAP_ASSET, export_serving, swap_in_saved_model,
                                     write_thresholds)
 from odstack.fsio import check_name, write_json
-from odstack.log import LOGGER
+from odstack.log import LOGGER, doing
 from odstack.tfruntime import import_tensorflow
 from odstack.train import engines
 from odstack.train.run import select_checkpoint
@@ -75,7 +75,9 @@ def export(settings: ExportSettings) -> ExportResult:
     step = require_trained(checkpoint)
     LOGGER.info("%s: run %s (engine %s, model %s), checkpoint %s (step %d)", _PREFIX, run.path, engine,
                 info.get("model"), checkpoint, step)
+    doing(f"exporting {checkpoint.name} of run {run.path.name} to a SavedModel ({engine}'s exporter)")
     saved_model, exported = export_saved_model(run, engines.get(engine), checkpoint, nms)
+    doing("checking the SavedModel's serving signature")
     check_signature(saved_model, strict=exported.exact_outputs)
     thresholds = write_thresholds(saved_model, run, step)
     record: dict[str, Any] = {
@@ -86,6 +88,7 @@ def export(settings: ExportSettings) -> ExportResult:
     }
     serving = None
     if settings.publish:
+        doing(f"publishing for TF Serving as {model_name} (warm-up requests, label map)")
         serving = export_serving(saved_model, Path(settings.serving_dir), model_name, run.label_map,
                                  record["image_size"])
         record["serving"] = {"model_name": model_name, "version": int(serving.name), "path": str(serving)}

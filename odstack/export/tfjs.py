@@ -44,7 +44,7 @@ from odstack.contract import OUTPUT_KEYS, SIGNATURE_KEY
 from odstack.errors import ConfigError
 from odstack.export.runtimes.tfjs import SIGNATURE_FILE, TfjsError, run_tfjs_detailed, size_bytes
 from odstack.fsio import check_name, replace_dir
-from odstack.log import LOGGER
+from odstack.log import LOGGER, doing
 from odstack.tfruntime import import_tensorflow
 
 OUTPUT_DIR = Path("output")
@@ -271,12 +271,14 @@ def stage(settings: TfjsSettings) -> dict[str, Any]:
     start = time.monotonic()
     LOGGER.info("tfjs: converting %s (signature %s, quant=%s) -> %s", saved_model, settings.signature,
                 settings.quant, out_dir)
+    doing(f"tensorflowjs_converter on {saved_model} (quant={settings.quant})")
     sig = convert(saved_model, out_dir, settings.quant, settings.signature, settings.shard_mb)
     seconds = time.monotonic() - start
     mapping = ", ".join(f"{k}={sig['outputs'][k]['name'].split(':')[0]}" for k in DETECTION_OUTPUTS)
     LOGGER.info("tfjs: %s (%.1f MB, %.1f s); outputs: %s", out_dir, size_bytes(out_dir) / 1e6, seconds, mapping)
     if settings.check:
         image = np.full((_check_size(sig), _check_size(sig, 2), 3), 128, dtype=np.uint8)
+        doing("running the graph model once in Node")
         result = run_tfjs_detailed(out_dir, [image])
         shapes = {k: list(v.shape) for k, v in result.outputs[0].items()}
         LOGGER.info("tfjs: runs in Node (@tensorflow/tfjs %s, %s backend): %.1f ms per image; output shapes %s",

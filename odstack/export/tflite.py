@@ -35,7 +35,7 @@ from odstack.export.publish import SAVED_MODEL_DIR, read_export_record
 from odstack.export.runtimes.tflite import INFO_FILE, POSTPROCESS_OP, TFLITE_DIR, make_interpreter, preprocess
 from odstack.export.saved_model import ExportSettings, export, require_trained
 from odstack.fsio import write_json
-from odstack.log import LOGGER
+from odstack.log import LOGGER, doing
 from odstack.tfruntime import import_tensorflow
 from odstack.train import engines
 
@@ -93,6 +93,7 @@ def convert(settings: TFLiteSettings) -> dict[str, Path]:
                 ", ".join(quants))
     results: dict[str, Path] = {}
     with tempfile.TemporaryDirectory(prefix=".tflite-", dir=run.path) as scratch:
+        doing(f"building the TFLite graph of {checkpoint.name} ({engine})")
         graph, spec = engines.get(engine).tflite_graph(run, checkpoint, nms, Path(scratch))
         model_info = {**spec, "engine": engine, "checkpoint": str(checkpoint), "step": record.get("step"),
                       "nms": record["nms"], "labels": LABELS_FILE, "variants": {}}
@@ -103,6 +104,7 @@ def convert(settings: TFLiteSettings) -> dict[str, Path]:
                 model_info["variants"] = old.get("variants", {})
         write_labels(run.label_map, out_dir / LABELS_FILE, spec["class_offset"])
         for quant in quants:
+            doing(f"converting {quant}")
             path = export_tflite(graph, quant, out_dir / f"model_{quant}.tflite", run, spec, settings)
             check_nms_ops(path)
             results[quant] = path
@@ -176,7 +178,8 @@ def calibration_images(run, data: str, count: int) -> list[np.ndarray]:
 
 
 def representative_dataset(images: Sequence[np.ndarray], spec: dict[str, Any]) -> Iterator[list[np.ndarray]]:
-    for image in images:
+    for number, image in enumerate(images, 1):
+        doing(f"int8: calibrating on val image {number}/{len(images)}")
         yield [preprocess(image, spec)[0]]
 
 

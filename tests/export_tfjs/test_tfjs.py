@@ -57,7 +57,7 @@ IMAGES = [
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="-1", ODSTACK_HEARTBEAT_S="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     return env
 
@@ -126,9 +126,13 @@ def converted(detector_saved_model: Path, tmp_path_factory: pytest.TempPathFacto
             done = convert(detector_saved_model, out, f"quant={quant}")
             assert done.returncode == 0, done.stderr[-3000:]
             cache[quant] = out
+            SAID[quant] = done.stderr
         return cache[quant]
 
     return get
+
+
+SAID: dict[str, str] = {}  # what each conversion logged
 
 
 # ------------------------------------------------------------------------------------------ conversion
@@ -145,6 +149,7 @@ def test_conversion_writes_graph_model_and_signature(converted) -> None:
     assert sig["quantization"] == "none"
     assert set(tfjs.DETECTION_OUTPUTS) <= set(sig["outputs"])
     assert sig["outputs"]["detection_boxes"]["shape"] == [1, MAX_DETECTIONS, 4]
+    assert "tfjs: tensorflowjs_converter on " in SAID["none"]      # the heartbeat (every 1 s here) said what runs
 
 
 @needs_tfjs

@@ -44,10 +44,10 @@ pytestmark = [
 
 
 def make(*args: str, log: Path, check: bool = True) -> subprocess.CompletedProcess:
-    """`make ARGS RUNNER=local` in the repository, its output appended to ``log``."""
+    """`make ARGS RUNNER=local` in the repository, its output appended to ``log``; heartbeats every 2 s."""
     command = ["make", "--no-print-directory", *args, "RUNNER=local"]
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1800,
-                            env=dict(os.environ, ODSTACK_VERBOSE="1"))
+                            env=dict(os.environ, ODSTACK_VERBOSE="1", ODSTACK_HEARTBEAT_S="2"))
     with log.open("a", encoding="utf-8") as out:
         out.write(f"\n$ {' '.join(command)}  (exit {result.returncode})\n{result.stdout}{result.stderr}")
     if check and result.returncode != 0:
@@ -142,7 +142,8 @@ def test_4_eval(chain):
 
 
 def test_5_export_tflite_tfjs_and_parity(chain):
-    make("export", f"RUN={RUN}", f"MODEL_NAME={RUN}", log=chain["log"])
+    published = make("export", f"RUN={RUN}", f"MODEL_NAME={RUN}", log=chain["log"])
+    assert "export: exporting ckpt-" in published.stderr                         # the heartbeat: what runs
     assert (chain["run"] / "saved_model" / "saved_model.pb").exists()
     exported = json.loads((chain["run"] / "export.json").read_text())
     history = json.loads((chain["run"] / "metrics.json").read_text())["history"]  # the read-out's threshold ships
@@ -150,7 +151,8 @@ def test_5_export_tflite_tfjs_and_parity(chain):
     assert json.loads((chain["run"] / "saved_model" / "assets.extra" / "thresholds.json").read_text()) == {
         "score_threshold": best_f1["threshold"], "source": f"best F1 on val, step {exported['step']}"}
     assert list((REPO / "output" / "serving" / RUN).glob("*/saved_model.pb"))
-    make("tflite", f"RUN={RUN}", "QUANT=float,int8", f"DATA={chain['records']}", log=chain["log"])
+    converted = make("tflite", f"RUN={RUN}", "QUANT=float,int8", f"DATA={chain['records']}", log=chain["log"])
+    assert "tflite: converting int8" in converted.stderr or "tflite: int8: calibrating" in converted.stderr
     info = json.loads((chain["run"] / "tflite" / "model_info.json").read_text())
     assert info["input"]["resize_method"] == "bilinear_v1" and info["input"]["shape"] == [1, 300, 300, 3]
     make("tfjs", f"RUN={RUN}", log=chain["log"])
