@@ -214,22 +214,24 @@ class Manager:
         # local-files URLs are relative to images_root: the reader resolves them from the export's folder
         beside = self.settings.images_root / f".odstack-labelling-job-{job.id}.json"
         beside.write_text(text, encoding="utf-8")
-        labelled = sum(1 for t in tasks if any(not a.get("was_cancelled") for a in t.get("annotations") or []))
+        labelled = sum(1 for t in tasks if _labelled(t))
         self._merge_metrics(job.id, {"export": {"tasks": len(tasks), "labelled": labelled, **uploads}})
         return beside
 
     def _fetch_uploads(self, tasks: list[Any], token: str) -> dict[str, int]:
         """Images uploaded through Label Studio's UI are in its media folder only: fetched from it into
         ``images_root/upload/<project>/<file>`` (its own layout, where the data stage's reader looks for
-        ``/data/upload/...`` URLs), once each. Returns how many tasks have uploads and how many were fetched."""
+        ``/data/upload/...`` URLs), once each; unlabelled tasks are not trained on, so not fetched. Returns how
+        many labelled tasks have uploads and how many were fetched now."""
         root = self.settings.images_root.resolve()
         found = fetched = 0
         for task in tasks:
-            url = task_image_url(task.get("data") if isinstance(task, dict) else None)
-            if not url or not urlparse(url).path.startswith(studio.UPLOAD_PREFIX):
+            url = task_image_url(task.get("data")) if _labelled(task) else None
+            path = urlparse(url).path if url else ""
+            if not path.startswith(studio.UPLOAD_PREFIX):
                 continue
             found += 1
-            relative = unquote(urlparse(url).path[len(studio.UPLOAD_PREFIX):])
+            relative = unquote(path[len(studio.UPLOAD_PREFIX):])
             target = (root / "upload" / relative).resolve()
             if not target.is_relative_to(root / "upload"):
                 raise StageFailed(f"export: uploaded image URL {url!r} points outside Label Studio's upload folder")
@@ -335,6 +337,11 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _labelled(task: Any) -> bool:
+    """A task with at least one annotation that was not cancelled."""
+    return isinstance(task, dict) and any(not a.get("was_cancelled") for a in task.get("annotations") or [])
 
 
 def _report_summary(report: dict[str, Any], issues: int = 20) -> dict[str, Any]:
