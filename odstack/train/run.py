@@ -230,8 +230,7 @@ class RunDir:
         tmp.mkdir(parents=True)
         for file in files:
             shutil.copy2(file, tmp / file.name)
-        (tmp / "checkpoint").write_text(f'model_checkpoint_path: "{prefix.name}"\n'
-                                        f'all_model_checkpoint_paths: "{prefix.name}"\n')
+        write_checkpoint_state(tmp, prefix.name)
         replace_dir(tmp, destination)
 
 
@@ -240,6 +239,12 @@ class RunDir:
 
 def checkpoint_exists(prefix: Path) -> bool:
     return Path(prefix).with_name(Path(prefix).name + ".index").exists()
+
+
+def write_checkpoint_state(directory: Path, prefix: str | Path) -> None:
+    """``directory/checkpoint`` (TF's CheckpointState) naming ``prefix`` as the latest and only checkpoint."""
+    state = protos.CheckpointState(model_checkpoint_path=str(prefix), all_model_checkpoint_paths=[str(prefix)])
+    (Path(directory) / "checkpoint").write_text(text_format.MessageToString(state), encoding="utf-8")
 
 
 def latest_checkpoint(directory: Path) -> Path | None:

@@ -52,7 +52,8 @@ from odstack.fsio import write_text_atomic
 from odstack.log import LOGGER, LiveProgress, echo_subprocess_output, heartbeat
 from odstack.train import insight, pipeline_config, zoo
 from odstack.train.engines import DEFAULT_MODELS
-from odstack.train.run import DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint
+from odstack.train.run import (DatasetInfo, RunDir, TrainSettings, latest_checkpoint, resolve_checkpoint,
+                               write_checkpoint_state)
 from odstack.train.run import checkpoint_exists as _checkpoint_exists
 
 NAME = "odapi"
@@ -81,9 +82,10 @@ def available() -> bool:
         return False
 
 
-def require() -> None:
+def require(what: str = "ENGINE=odapi") -> None:
+    """A ConfigError saying how to get the OD API unless it is installed; ``what`` names what needs it."""
     if not available():
-        raise ConfigError("ENGINE=odapi needs the TensorFlow Object Detection API (module object_detection), "
+        raise ConfigError(f"{what} needs the TensorFlow Object Detection API (module object_detection), "
                           f"which is not installed for {sys.executable}", hint=GET_IT)
 
 
@@ -402,9 +404,7 @@ def _run(command: list[str], env: dict, log_path: Path, what: str,
 
 def export_saved_model(run: RunDir, checkpoint: Path, nms: Nms, scratch: Path, staged: Path) -> ExportedSavedModel:
     """The served contract's SavedModel of ``checkpoint`` -> ``staged`` (NMS: pipeline.config's, ``nms`` unused)."""
-    if not available():
-        raise ConfigError("exporting an ENGINE=odapi run needs the TF Object Detection API (object_detection), "
-                          f"which is not installed for {sys.executable}", hint=GET_IT)
+    require("exporting an ENGINE=odapi run")
     config = run.path / "pipeline.config"
     if not config.exists():
         raise ConfigError("no pipeline.config in the run", where=str(run.path))
@@ -420,10 +420,7 @@ def tflite_graph(run: RunDir, checkpoint: Path, nms: Nms, scratch: Path) -> tupl
     """The SavedModel TFLite's converter reads (ending in TFLite_Detection_PostProcess) and its input spec."""
     config = run.path / "pipeline.config"
     spec = tflite_spec(config)
-    if not available():
-        raise ConfigError("TFLite export of an ENGINE=odapi run needs the TF Object Detection API "
-                          f"(object_detection.export_tflite_graph_tf2), not installed for {sys.executable}",
-                          hint=GET_IT)
+    require("TFLite export of an ENGINE=odapi run")
     out = scratch / "odapi_tflite"
     _run([sys.executable, "-m", "object_detection.export_tflite_graph_tf2",
           f"--pipeline_config_path={config}", f"--trained_checkpoint_dir={checkpoint_dir(checkpoint, scratch)}",
@@ -436,9 +433,7 @@ def checkpoint_dir(checkpoint: Path, scratch: Path) -> Path:
     """A directory whose ``checkpoint`` state file names ``checkpoint`` (OD API exporters take a directory)."""
     directory = scratch / "checkpoint"
     directory.mkdir(parents=True, exist_ok=True)
-    prefix = Path(checkpoint).absolute()
-    (directory / "checkpoint").write_text(f'model_checkpoint_path: "{prefix}"\n'
-                                          f'all_model_checkpoint_paths: "{prefix}"\n', encoding="utf-8")
+    write_checkpoint_state(directory, Path(checkpoint).absolute())
     return directory
 
 
